@@ -1,0 +1,103 @@
+"""The one choke point for running external programs.
+
+Library code never calls :mod:`subprocess` directly: it takes a
+:class:`Runner` (default :data:`DEFAULT_RUNNER`) so tests can hand in a fake.
+A missing program becomes :class:`capsa.errors.ToolError`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
+
+from capsa.errors import ToolError
+
+log = logging.getLogger("capsa.proc")
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """What a finished program left: its argv, status and captured output."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Runner(Protocol):
+    """Runs a program to completion."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        capture: bool = True,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: IO[Any] | int | None = None,
+        stdout: IO[Any] | int | None = None,
+    ) -> Completed: ...
+
+
+def which(program: str, path: str | None = None) -> str | None:
+    """Where *program* lives on ``PATH`` (or *path*), or None."""
+    return shutil.which(program, path=path)
+
+
+def require(program: str) -> str:
+    """The full path of *program*, or a ToolError naming the package to install."""
+    found = which(program)
+    if found is None:
+        raise ToolError(f"{program} not found in PATH; please install it")
+    return found
+
+
+class SubprocessRunner:
+    """The real :class:`Runner`, over :func:`subprocess.run`."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        capture: bool = True,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: IO[Any] | int | None = None,
+        stdout: IO[Any] | int | None = None,
+    ) -> Completed:
+        log.debug("running %s", " ".join(argv))
+        out_target = stdout if stdout is not None else (subprocess.PIPE if capture else None)
+        try:
+            proc = subprocess.run(
+                list(argv),
+                input=input,
+                stdin=stdin if input is None else None,
+                stdout=out_target,
+                stderr=subprocess.PIPE if capture else None,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                check=False,
+            )
+        except FileNotFoundError as err:
+            raise ToolError(f"{argv[0]} not found in PATH; please install it") from err
+        except PermissionError as err:
+            raise ToolError(f"cannot run {argv[0]}: {err.strerror}") from err
+        done = Completed(tuple(argv), proc.returncode, proc.stdout or b"", proc.stderr or b"")
+        if check and proc.returncode != 0:
+            detail = done.stderr.decode(errors="replace").strip().splitlines()
+            last = detail[-1] if detail else f"exit status {proc.returncode}"
+            raise ToolError(f"{os.path.basename(argv[0])} failed: {last}")
+        return done
+
+
+DEFAULT_RUNNER: Runner = SubprocessRunner()

@@ -1,0 +1,117 @@
+"""Fixtures every test may use.
+
+- ``capsa``: run the CLI as the current user (root in CI).
+- ``capsa_user``: run the CLI as an unprivileged user the suite creates.
+- ``any_capsa``: both, as a parametrised fixture (``root`` and ``user``).
+- ``scratch``: a fresh directory both identities can read and write.
+- ``interop``: ``../shared/interop/sif-reference``, skipping when absent.
+
+Markers (see pyproject.toml) skip with a reason where a capability is
+missing: ``needs_root``, ``needs_userns``, ``needs_fuse``, ``needs_gpu``,
+``needs_shared``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.cli import Capsa
+from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
+from support.users import User, current_user, ensure_test_user
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    del config
+    if is_root() and os.path.exists("/dev/fuse"):
+        # Distributions ship /dev/fuse as 0666; this VM has 0600.  Open it up
+        # as they do, so that rootless FUSE can be tested (the no-FUSE path is
+        # tested through CAPSA_DISABLE_FUSE / by forcing extraction).
+        mode = os.stat("/dev/fuse").st_mode
+        if mode & 0o666 != 0o666:
+            os.chmod("/dev/fuse", stat.S_IMODE(mode) | 0o666)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    del config
+    reasons = {
+        "needs_root": (not is_root(), "needs root"),
+        "needs_userns": (not userns_works(), "unprivileged user namespaces are unavailable"),
+        "needs_fuse": (not fuse_usable(), "no FUSE for users (or no squashfuse_ll)"),
+        "needs_gpu": (shutil.which("nvidia-smi") is None, "no NVIDIA GPU on this host"),
+        "needs_shared": (not INTEROP.is_dir(), f"{INTEROP} is absent"),
+    }
+    for item in items:
+        for marker, (missing, reason) in reasons.items():
+            if missing and item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def source_copy() -> Path:
+    """capsa's sources copied where any user can read them."""
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    os.chmod(SCRATCH, 0o1777)
+    dest = Path(tempfile.mkdtemp(prefix="src-", dir=SCRATCH))
+    shutil.copytree(SRC / "capsa", dest / "capsa",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for root, dirs, files in os.walk(dest):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    os.chmod(dest, 0o755)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def test_user() -> User:
+    if not is_root():
+        pytest.skip("creating the unprivileged test user needs root")
+    return ensure_test_user()
+
+
+@pytest.fixture
+def scratch(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh directory under SCRATCH, mode 1777, removed afterwards."""
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    os.chmod(SCRATCH, 0o1777)
+    path = Path(tempfile.mkdtemp(prefix="t-", dir=SCRATCH))
+    os.chmod(path, 0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def capsa(source_copy: Path) -> Capsa:
+    return Capsa(current_user(), source_copy)
+
+
+@pytest.fixture
+def capsa_user(source_copy: Path, test_user: User) -> Capsa:
+    return Capsa(test_user, source_copy)
+
+
+@pytest.fixture(params=["root", "user"])
+def any_capsa(request: pytest.FixtureRequest, source_copy: Path) -> Capsa:
+    """The CLI as root and as the unprivileged test user."""
+    if request.param == "root":
+        if not is_root():
+            pytest.skip("not running as root")
+        return Capsa(current_user(), source_copy)
+    if not is_root():
+        return Capsa(current_user(), source_copy)
+    return Capsa(ensure_test_user(), source_copy)
+
+
+@pytest.fixture
+def interop() -> Path:
+    if not INTEROP.is_dir():
+        pytest.skip(f"{INTEROP} is absent")
+    return INTEROP

@@ -1,0 +1,80 @@
+"""Running the capsa command line the way a user does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from support.env import VENV
+from support.users import User
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return (
+            f"$ {' '.join(self.argv)}\n-> {self.returncode}\n"
+            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
+
+
+@dataclass
+class Capsa:
+    """``capsa`` as *user*, from the world-readable copy of the sources."""
+
+    user: User
+    pythonpath: Path
+    env: dict[str, str] = field(default_factory=dict)
+    program: str = "capsa"
+
+    def argv(self, *args: str) -> list[str]:
+        return [str(VENV / "bin" / "python"), "-m", "capsa", *args]
+
+    def full_env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        env = self.user.base_env()
+        env["PYTHONPATH"] = str(self.pythonpath)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.update(self.env)
+        if extra:
+            env.update(extra)
+        return env
+
+    def __call__(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        input: str | None = None,
+        timeout: float = 300,
+        check: bool = False,
+    ) -> Result:
+        argv = self.user.wrap(self.argv(*args))
+        if argv[0] == "setpriv":
+            # setpriv --reset-env would drop our variables: pass them via env(1).
+            full = self.full_env(env)
+            argv = [*argv[: argv.index("--reset-env") + 1], "env",
+                    *(f"{k}={v}" for k, v in full.items()), *argv[argv.index("--reset-env") + 1:]]
+            run_env = None
+        else:
+            run_env = self.full_env(env)
+        proc = subprocess.run(
+            argv,
+            env=run_env,
+            cwd=str(cwd) if cwd is not None else str(self.user.home),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        result = Result(list(args), proc.returncode, proc.stdout, proc.stderr)
+        if check:
+            assert proc.returncode == 0, str(result)
+        return result

@@ -1,0 +1,80 @@
+"""An unprivileged user for the tests, and running commands as it."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from support.env import TEST_USER
+
+
+@dataclass(frozen=True)
+class User:
+    """Who a command runs as: root (uid 0) or the test user."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """*argv* run as this user (unchanged for the current user)."""
+        if self.uid == os.geteuid():
+            return argv
+        return [
+            "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+            "--reset-env", *argv,
+        ]
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            "HOME": str(self.home),
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+        }
+
+    def own(self, path: Path) -> Path:
+        """Give *path* to this user (so it can write there)."""
+        os.chown(path, self.uid, self.gid)
+        return path
+
+
+def current_user() -> User:
+    entry = pwd.getpwuid(os.geteuid())
+    return User(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
+
+
+def ensure_test_user() -> User:
+    """Create (once) and return the unprivileged test user."""
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", TEST_USER],
+            check=True,
+        )
+        entry = pwd.getpwnam(TEST_USER)
+    home = Path(entry.pw_dir)
+    home.mkdir(exist_ok=True)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    _ensure_subids(TEST_USER)
+    return User(entry.pw_name, entry.pw_uid, entry.pw_gid, home)
+
+
+def _ensure_subids(name: str) -> None:
+    """Give the user a subordinate id range (for --fakeroot style tests)."""
+    for table in ("/etc/subuid", "/etc/subgid"):
+        path = Path(table)
+        lines = path.read_text().splitlines() if path.exists() else []
+        if not any(line.startswith(f"{name}:") for line in lines):
+            with path.open("a") as out:
+                out.write(f"{name}:200000:65536\n")
