@@ -131,7 +131,9 @@ class VerifyingReader:
             )
         actual = f"{self._digest.split(':', 1)[0]}:{self._hash.hexdigest()}"
         if actual != self._digest:
-            raise DigestMismatchError(f"blob digest mismatch: expected {self._digest}, got {actual}")
+            raise DigestMismatchError(
+                f"blob digest mismatch: expected {self._digest}, got {actual}"
+            )
 
     def drain(self, chunk_size: int = 1 << 20) -> None:
         """Read to the end (verifying), discarding the data."""
