@@ -1,0 +1,89 @@
+"""The one-way import graph: each stage imports only earlier stages.
+
+reference -> registry -> layers (rootfs) -> squashfs -> SIF -> runtime, with
+the CLI on top.  Imports inside functions count too: a lazy import is still
+a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from support.env import SRC
+
+BASE = {"capsa", "capsa.errors"}
+# top-level unit -> the capsa units it may import (besides itself and BASE)
+ALLOWED: dict[str, set[str]] = {
+    "capsa": set(),
+    "capsa.__main__": {"capsa.cli"},
+    "capsa.errors": set(),
+    "capsa.proc": set(),
+    "capsa.linux": set(),
+    "capsa.digest": set(),
+    "capsa.reference": set(),
+    "capsa.registry": {"capsa.digest", "capsa.reference", "capsa.proc"},
+    "capsa.content": {"capsa.digest", "capsa.proc"},
+    "capsa.rootfs": {"capsa.digest", "capsa.proc"},
+    "capsa.squashfs": {"capsa.proc", "capsa.digest"},
+    "capsa.sif": {"capsa.digest"},
+    "capsa.integrity": {"capsa.sif", "capsa.digest", "capsa.proc"},
+    "capsa.oci": {
+        "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
+        "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc",
+    },
+    "capsa.pull": {
+        "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
+        "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci",
+    },
+    "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.sif", "capsa.squashfs", "capsa.digest"},
+    "capsa.cli": {"*"},
+}
+
+
+def unit_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                found.add(".".join([*base, node.module] if node.module else base))
+            elif node.module:
+                found.add(node.module)
+    return {name for name in found if name == "capsa" or name.startswith("capsa.")}
+
+
+SOURCES = sorted((SRC / "capsa").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_follow_the_data_flow(path: Path) -> None:
+    unit = unit_of(module_name(path))
+    assert unit in ALLOWED, f"{unit} is a new unit: add it to ALLOWED with its place in the flow"
+    allowed = ALLOWED[unit]
+    if "*" in allowed:
+        return
+    for imported in imported_modules(path):
+        target = unit_of(imported)
+        assert target in BASE | allowed | {unit}, f"{module_name(path)} imports {imported}"
