@@ -1,0 +1,223 @@
+"""``exec``, ``run``, ``shell`` and ``test``: start a container from an image.
+
+All four share their flags (Apptainer's names) and build one
+:class:`~capsa.runtime.spec.ContainerSpec`; the launcher does the rest.
+This module is on the hot path of ``capsa exec``: it imports only the
+runtime pieces it uses, and the GPU module only for ``--nv``/``--rocm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+from typing import TYPE_CHECKING
+
+from capsa.errors import ContainerError, UsageError
+
+if TYPE_CHECKING:
+    from capsa.runtime.gpu import GpuPlan
+    from capsa.runtime.spec import ContainerSpec, Identity, OverlaySpec
+
+HELP = "Run a command, the runscript, a shell or the test in a container"
+
+_NO_MOUNT = ("proc", "sys", "dev", "devpts", "home", "tmp", "hostfs", "cwd", "bind-paths")
+# Boolean flags that Apptainer also reads from APPTAINER_<NAME> / SINGULARITY_<NAME>.
+_ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writable_tmpfs",
+              "fakeroot", "pid", "ipc", "no_init", "unsquash", "nv", "nvccli", "rocm")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("-B", "--bind", action="append", default=[], metavar="SPEC",
+        help="bind a host path: src[:dest[:ro|rw]], repeatable, comma lists")
+    add("--mount", action="append", default=[], metavar="SPEC",
+        help="bind mount: type=bind,source=S,destination=D[,ro]")
+    add("-c", "--contain", action="store_true", help="minimal /dev, empty /tmp and $HOME")
+    add("-C", "--containall", action="store_true",
+        help="--contain plus PID and IPC namespaces and --cleanenv")
+    add("-e", "--cleanenv", action="store_true", help="do not pass the host environment")
+    add("--env", action="append", default=[], metavar="K=V", help="set variables inside")
+    add("--env-file", action="append", default=[], metavar="FILE",
+        help="set variables inside from a file of K=V lines")
+    add("--no-home", action="store_true", help="do not mount the home directory")
+    add("-H", "--home", metavar="SRC[:DEST]", help="home directory to mount")
+    add("--no-mount", action="append", default=[], metavar="LIST",
+        help=f"disable default mounts: {','.join(_NO_MOUNT)} or a path")
+    add("--pwd", "--cwd", dest="pwd", metavar="DIR", help="working directory inside")
+    add("-w", "--writable", action="store_true", help="a writable sandbox")
+    add("--writable-tmpfs", action="store_true", help="a temporary writable overlay")
+    add("-o", "--overlay", action="append", default=[], metavar="DIR[:ro]",
+        help="a directory overlay")
+    add("-f", "--fakeroot", action="store_true", help="run as uid 0 inside")
+    add("-p", "--pid", action="store_true", help="a new PID namespace")
+    add("-i", "--ipc", action="store_true", help="a new IPC namespace")
+    add("--no-init", action="store_true", help="no init process as PID 1 with --pid")
+    add("--hostname", metavar="NAME", help="the container's hostname")
+    add("--app", metavar="NAME", help="run an app of the container (SCIF)")
+    add("-s", "--shell", metavar="PATH", help="the shell for 'shell'")
+    add("--unsquash", action="store_true", help="extract the image to a temporary sandbox")
+    add("-u", "--userns", action="store_true", help="use a user namespace (always)")
+    add("--compat", action="store_true", help="-C --writable-tmpfs --no-init")
+    add("--no-eval", action="store_true", help=argparse.SUPPRESS)
+    add("--no-umask", action="store_true", help=argparse.SUPPRESS)
+    add("--nv", action="store_true", help="bind the NVIDIA driver")
+    add("--nvccli", action="store_true", help="NVIDIA through nvidia-container-cli")
+    add("--rocm", action="store_true", help="bind the ROCm driver")
+    add("image", help="SIF file or sandbox directory")
+    add("args", nargs=argparse.REMAINDER, help="command and arguments")
+
+
+def _env_flag(name: str) -> bool:
+    for prefix in ("APPTAINER_", "SINGULARITY_"):
+        value = os.environ.get(prefix + name.upper())
+        if value is not None:
+            return value.lower() in ("1", "true", "yes", "on")
+    return False
+
+
+def _apply_env_defaults(args: argparse.Namespace) -> None:
+    for name in _ENV_FLAGS:
+        if not getattr(args, name) and _env_flag(name):
+            setattr(args, name, True)
+    for name in ("APPTAINER_BIND", "APPTAINER_BINDPATH", "SINGULARITY_BIND",
+                 "SINGULARITY_BINDPATH"):
+        if os.environ.get(name):
+            args.bind.insert(0, os.environ[name])
+            break
+    mounts = os.environ.get("APPTAINER_MOUNT") or os.environ.get("SINGULARITY_MOUNT")
+    if mounts:
+        args.mount[:0] = [line for line in mounts.splitlines() if line.strip()]
+    if args.compat:
+        args.containall = args.writable_tmpfs = args.no_init = True
+    if args.containall:
+        args.contain = args.pid = args.ipc = args.cleanenv = True
+
+
+def run(args: argparse.Namespace) -> int:
+    _apply_env_defaults(args)
+    if args.command == "exec" and not args.args:
+        raise UsageError("exec requires a command to run: exec [options] IMAGE COMMAND [ARGS]")
+    spec = build_spec(args)
+    from capsa.runtime.launcher import launch
+
+    return launch(spec)
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
+def build_spec(args: argparse.Namespace) -> ContainerSpec:
+    """Check the request and turn it into a ContainerSpec (bad input -> errors)."""
+    from capsa.runtime import binds, env, image
+    from capsa.runtime.spec import ContainerSpec
+
+    cwd = _cwd()
+    img = image.resolve(args.image)
+    bind_list = binds.parse_binds(args.bind, cwd)
+    bind_list += [binds.parse_mount(m, cwd) for m in args.mount]
+    for bind in bind_list:
+        if not os.path.exists(bind.source):
+            raise ContainerError(f"container creation failed: mount {bind.source}->{bind.dest} "
+                                 f"error: while mounting {bind.source}: mount source "
+                                 f"{bind.source} doesn't exist")
+    identity = _identity(args.fakeroot)
+    home_source, home_dest = _home(args, identity.home)
+    no_mount = _no_mount(args)
+    forced = env.injected(os.environ, args.env_file, args.env)
+    host = env.host_passthrough(os.environ, cleanenv=args.cleanenv)
+    overlays = tuple(_overlay(o) for o in args.overlay)
+    if args.pwd and not args.pwd.startswith("/"):
+        raise UsageError(f"--pwd must be an absolute path: {args.pwd}")
+    return ContainerSpec(
+        image=img, image_ref=os.path.abspath(args.image), action=args.command,
+        argv=tuple(args.args), identity=identity, cwd=cwd,
+        home_source=home_source, home_dest=home_dest, binds=tuple(bind_list),
+        env=tuple(forced.items()), host_env=tuple(host.items()), pwd=args.pwd,
+        hostname=args.hostname, app=args.app, shell=args.shell or _shell_env(),
+        overlays=overlays, no_mount=no_mount, contain=args.contain, pid_ns=args.pid,
+        ipc_ns=args.ipc, no_init=args.no_init, writable=args.writable,
+        writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
+        use_fuse=not args.unsquash, gpu=_gpu(args),
+    )
+
+
+def _shell_env() -> str | None:
+    return os.environ.get("APPTAINER_SHELL") or os.environ.get("SINGULARITY_SHELL") or None
+
+
+def _identity(fakeroot: bool) -> Identity:
+    from capsa.runtime.spec import Identity
+
+    uid, gid = os.getuid(), os.getgid()
+    if fakeroot:
+        return Identity(0, 0, (), "root", "root", "/root", "/bin/sh")
+    groups = tuple(g for g in os.getgroups() if g != gid)
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError as err:
+        raise ContainerError(f"could not find the user with uid {uid} "
+                             "in the passwd database") from err
+    return Identity(uid, gid, groups, entry.pw_name, entry.pw_gecos, entry.pw_dir,
+                    entry.pw_shell or "/bin/sh")
+
+
+def _home(args: argparse.Namespace, default: str) -> tuple[str, str]:
+    real_home = default
+    if args.fakeroot:
+        try:
+            real_home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:
+            real_home = "/root"
+    if not args.home:
+        return real_home, default
+    source, _, dest = args.home.partition(":")
+    source = os.path.abspath(source)
+    dest = dest or source
+    if not dest.startswith("/"):
+        raise UsageError(f"home destination {dest} must be an absolute path")
+    if not os.path.isdir(source):
+        raise ContainerError(f"container creation failed: home directory {source} "
+                             "doesn't exist")
+    return source, os.path.normpath(dest)
+
+
+def _no_mount(args: argparse.Namespace) -> frozenset[str]:
+    names: set[str] = set()
+    for value in args.no_mount:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            if item not in _NO_MOUNT and not item.startswith("/"):
+                raise UsageError(f"invalid --no-mount value {item!r}: expected one of "
+                                 f"{', '.join(_NO_MOUNT)} or an absolute path")
+            names.add(item)
+    if args.no_home:
+        names.add("home")
+    return frozenset(names)
+
+
+def _overlay(value: str) -> OverlaySpec:
+    from capsa.runtime.spec import OverlaySpec
+
+    path, _, mode = value.rpartition(":") if value.endswith((":ro", ":rw")) else (value, "", "")
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        if os.path.exists(path):
+            raise UsageError(f"overlay {path}: only directory overlays are supported")
+        raise ContainerError(f"overlay {path} does not exist")
+    return OverlaySpec(path, readonly=(mode == "ro"))
+
+
+def _gpu(args: argparse.Namespace) -> GpuPlan | None:
+    vendors = [v for v in ("nvccli", "nv", "rocm") if getattr(args, v)]
+    if not vendors:
+        return None
+    from capsa.runtime.gpu import gpu_plan
+
+    vendor = vendors[0]
+    if vendor == "nvccli":
+        args.writable_tmpfs = True
+    return gpu_plan(vendor, contain=args.contain, environ=os.environ)

@@ -1,0 +1,179 @@
+"""``capsa pull [OUT] URI``: an image from a registry or archive, to one SIF."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "Pull an image from a URI"
+
+_USAGE_URIS = "docker://, oci:, oci-archive:, docker-archive:, oras://"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "%(prog)s [pull options...] [output file] <URI>"
+    parser.description = f"Pull an image from a URI ({_USAGE_URIS}) into a SIF file."
+    parser.add_argument("paths", nargs="+", metavar="[output file] URI")
+    parser.add_argument("--name", help="specify a custom image name")
+    parser.add_argument("--dir", help="download images to the specific directory")
+    parser.add_argument("-F", "--force", action="store_true",
+                        help="overwrite an image file if it exists")
+    parser.add_argument("--disable-cache", action="store_true",
+                        help="do not use or create cached images/blobs")
+    parser.add_argument("--arch", help="architecture to pull from the registry")
+    parser.add_argument("--arch-variant", default="", help="architecture variant")
+    parser.add_argument("--platform", help="platform to pull (os/arch[/variant])")
+    parser.add_argument("--no-https", "--nohttps", dest="no_https", action="store_true",
+                        help="use http instead of https for docker:// registries")
+    parser.add_argument("--tmpdir", help="specify a temporary directory to use for build")
+    parser.add_argument("--authfile", help="docker-style authentication file to use")
+    parser.add_argument("--docker-login", action="store_true",
+                        help="login to a Docker Repository interactively")
+    parser.add_argument("--mksquashfs-args", default="",
+                        help="additional options for squashfs creation (-comp gzip...)")
+    parser.add_argument("-U", "--allow-unsigned", action="store_true",
+                        help="do not require a signed container image (accepted, no effect)")
+    parser.add_argument("--library", default="", help="(accepted, no effect)")
+
+
+def _env(name: str) -> str | None:
+    for prefix in ("APPTAINER_", "SINGULARITY_"):
+        value = os.environ.get(prefix + name)
+        if value is not None:
+            return value
+    return None
+
+
+def _env_flag(name: str) -> bool:
+    value = _env(name)
+    return value is not None and value.lower() not in ("", "0", "false", "no")
+
+
+def default_name(uri: str) -> str:
+    """Apptainer's default file name: ``<name>_<tag>.sif`` for registries,
+    the archive's or layout's base name otherwise."""
+    from capsa.pull import split_uri
+
+    scheme, rest = split_uri(uri)
+    if scheme in ("docker", "oras"):
+        from capsa.reference import parse_reference
+
+        ref = parse_reference(f"{scheme}://{rest}")
+        tag = ref.tag or (ref.digest or "latest").replace(":", ".")[:19]
+        return f"{ref.short_name}_{tag}.sif"
+    base = Path(rest.rstrip("/")).name.split(":")[0] or "image"
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return f"{stem}.sif"
+
+
+def destination(args: argparse.Namespace) -> tuple[Path, str]:
+    from capsa.errors import UsageError
+
+    if len(args.paths) > 2:
+        raise UsageError("too many arguments: pull [output file] <URI>")
+    uri = args.paths[-1]
+    name: str = args.paths[0] if len(args.paths) == 2 else (args.name or default_name(uri))
+    folder = args.dir or _env("PULLFOLDER")
+    path = Path(name)
+    if folder and not path.is_absolute():
+        path = Path(folder) / path
+    return path, uri
+
+
+def platform_of(args: argparse.Namespace) -> Any:
+    from capsa.registry import parse_platform
+
+    if args.platform:
+        return parse_platform(args.platform)
+    if args.arch:
+        text = f"linux/{args.arch}/{args.arch_variant}" if args.arch_variant else args.arch
+        return parse_platform(text)
+    return None
+
+
+def credentials_of(args: argparse.Namespace) -> Any:
+    from capsa.registry import Credentials
+
+    if args.docker_login:
+        import getpass
+
+        login = _env("DOCKER_USERNAME") or input("Enter Docker Username: ")
+        return Credentials(login, getpass.getpass("Enter Docker Password: "))
+    user, password = _env("DOCKER_USERNAME"), _env("DOCKER_PASSWORD")
+    if user and password is not None:
+        return Credentials(user, password)
+    return None
+
+
+def registry_options(args: argparse.Namespace) -> Any:
+    from capsa.registry import RegistryOptions
+    from capsa.registry.config import default_paths
+
+    home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
+    return RegistryOptions(
+        no_https=args.no_https or _env_flag("NOHTTPS") or _env_flag("NO_HTTPS"),
+        credentials=credentials_of(args),
+        authfile=Path(args.authfile) if args.authfile else None,
+        home=home,
+        registries_conf=tuple(default_paths(home, os.environ)),
+    )
+
+
+def tmpdir_of(args: argparse.Namespace) -> Path:
+    return Path(args.tmpdir or _env("TMPDIR") or os.environ.get("TMPDIR") or "/tmp")
+
+
+def run(args: argparse.Namespace) -> int:
+    from capsa.cli import log
+    from capsa.content import ContentCache, default_cache_root
+    from capsa.pull import PullOptions, check_destination, pull
+    from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
+
+    dest, uri = destination(args)
+    check_destination(dest, args.force)
+    squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
+                if args.mksquashfs_args else SquashfsOptions())
+    cache = None
+    if not (args.disable_cache or _env_flag("DISABLE_CACHE")):
+        cache = ContentCache(default_cache_root())
+    progress = _progress() if sys.stderr.isatty() and log.enabled(log.NORMAL) else None
+    options = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir_of(args),
+                          squashfs=squashfs, registry=registry_options(args),
+                          progress=progress)
+    try:
+        pull(uri, dest, options)
+    except OSError as err:  # disk full, permissions: one clear line
+        from capsa.errors import EnvironmentFailure
+
+        where = f": {err.filename}" if err.filename else ""
+        raise EnvironmentFailure(f"pull failed: {err.strerror or err}{where}") from err
+    finally:
+        if progress is not None:
+            progress.finish()
+    return 0
+
+
+class _progress:
+    """One self-rewriting line on the terminal: bytes fetched, then packing."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, key: str, done: int, total: int) -> None:
+        if ":" not in key:  # not a digest: the download phase is over
+            self.finish()
+            return
+        self.blobs[key] = (done, total)
+        got = sum(d for d, _ in self.blobs.values()) / 1048576
+        want = sum(t for _, t in self.blobs.values()) / 1048576
+        sys.stderr.write(f"\rCopying blobs: {got:8.1f} MiB / {want:.1f} MiB ")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.blobs:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.blobs = {}

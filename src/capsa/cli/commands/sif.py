@@ -1,0 +1,262 @@
+"""``capsa sif``: inspect and edit SIF images, as ``siftool`` (and ``apptainer sif``) do.
+
+Sub-commands, arguments, flags and printed text follow sylabs/sif's siftool:
+``new|add|del|list|info|dump|header|setprim``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from capsa.errors import UsageError
+
+if TYPE_CHECKING:
+    from capsa.sif.writer import NewObject
+
+HELP = "Manipulate Singularity Image Format (SIF) images"
+
+# --datatype N -> DataType value (0x4000 + N), as siftool numbers them
+_DATATYPES = range(1, 12)
+_PART_ARCHES = ["386", "amd64", "arm", "arm64", "ppc64", "ppc64le", "mips", "mipsle",
+                "mips64", "mips64le", "s390x", "riscv64"]
+
+_DATATYPE_HELP = """the type of data to add [NEEDED, no default]:
+  1-Deffile, 2-EnvVar, 3-Labels, 4-Partition, 5-Signature, 6-GenericJSON,
+  7-Generic, 8-CryptoMessage, 9-SBOM, 10-OCI.RootIndex, 11-OCI.Blob"""
+_PARTTYPE_HELP = ("the type of partition (with --datatype 4-Partition) [NEEDED, no default]: "
+                  "1-System, 2-PrimSys, 3-Data, 4-Overlay")
+_PARTFS_HELP = ("the filesystem used (with --datatype 4-Partition) [NEEDED, no default]: "
+                "1-Squash, 2-Ext3, 3-ImmuObj, 4-Raw")
+_PARTARCH_HELP = ("the main architecture used (with --datatype 4-Partition) "
+                  "[NEEDED, no default]: " + ", ".join(
+                      f"{i}-{a}" for i, a in enumerate(_PART_ARCHES, 1)))
+_SIGNHASH_HELP = ("the signature hash used (with --datatype 5-Signature) [NEEDED, no default]: "
+                  "1-SHA256, 2-SHA384, 3-SHA512, 4-BLAKE2s_256, 5-BLAKE2b_256")
+
+
+def _uint32(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
+    if not 0 <= value <= 0xFFFF_FFFF:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: out of range")
+    return value
+
+
+def _int32(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
+    if not -(1 << 31) <= value < 1 << 31:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    # prog given: otherwise argparse builds a help formatter (importing shutil) now
+    subs = parser.add_subparsers(dest="sif_command", metavar="<command>", required=True,
+                                 prog=parser.prog)
+    new = subs.add_parser("new", help="Create SIF image",
+                          description="Create a new, empty SIF image.")
+    new.add_argument("sif_path")
+    add = subs.add_parser("add", help="Add data object",
+                          description="Add a data object to a SIF image.")
+    add.add_argument("sif_path")
+    add.add_argument("object_path")
+    _add_flags(add)
+    for name, short, long in (
+        ("del", "Delete data object", "Delete a data object from a SIF image."),
+        ("info", "Display data object info", "Display info about a data object from a SIF image."),
+        ("dump", "Dump data object", "Dump a data object from a SIF image."),
+        ("setprim", "Set primary system partition",
+         "Set the primary system partition in a SIF image."),
+    ):
+        sub = subs.add_parser(name, help=short, description=long)
+        sub.add_argument("id", type=_uint32)
+        sub.add_argument("sif_path")
+    for name, short, long in (
+        ("header", "Display global header", "Display global header from a SIF image."),
+        ("list", "List data objects", "List data objects from a SIF image."),
+    ):
+        sub = subs.add_parser(name, help=short, description=long)
+        sub.add_argument("sif_path")
+
+
+def _add_flags(add: argparse.ArgumentParser) -> None:
+    add.add_argument("--datatype", type=_int, default=0, help=_DATATYPE_HELP)
+    add.add_argument("--parttype", type=_int32, default=0, help=_PARTTYPE_HELP)
+    add.add_argument("--partfs", type=_int32, default=0, help=_PARTFS_HELP)
+    add.add_argument("--partarch", type=_int32, default=0, help=_PARTARCH_HELP)
+    add.add_argument("--signhash", type=_int32, default=0, help=_SIGNHASH_HELP)
+    add.add_argument("--signentity", default="",
+                     help="the entity that signs (with --datatype 5-Signature) "
+                          "[NEEDED, no default]: example: 433FE984155206BD962725E20E8713472A879943")
+    add.add_argument("--sbomformat", default="",
+                     help="the SBOM format (with --datatype 9-sbom): cyclonedx-json, "
+                          "cyclonedx-xml, github-json, spdx-json, spdx-rdf, spdx-tag-value, "
+                          "spdx-yaml, syft-json")
+    add.add_argument("--groupid", type=_uint32, default=0, help="set groupid [default: 0]")
+    add.add_argument("--link", "--linkid", dest="link", type=_uint32, default=None,
+                     help="set link pointer [default: 0]")
+    add.add_argument("--alignment", type=_int, default=None,
+                     help="set alignment [default: 4096 with --datatype 4-Partition, 0 otherwise]")
+    add.add_argument("--filename", default=None,
+                     help="set logical filename/handle [default: none]")
+
+
+def _out(text: str) -> None:
+    sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.sif_command
+    handler = {
+        "new": _new, "add": _add, "del": _del, "list": _list, "info": _info, "dump": _dump,
+        "header": _header, "setprim": _setprim,
+    }[command]
+    handler(args)
+    return 0
+
+
+def _new(args: argparse.Namespace) -> None:
+    from capsa.sif.writer import create
+
+    # siftool writes no launch script: only `build` does.
+    create(args.sif_path, [], launch_script=b"")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from capsa.sif.image import SifImage
+    from capsa.sif.show import list_text
+
+    with SifImage.open(args.sif_path) as image:
+        _out(list_text(image.descriptors))
+
+
+def _header(args: argparse.Namespace) -> None:
+    from capsa.sif.image import SifImage
+    from capsa.sif.show import header_text
+
+    with SifImage.open(args.sif_path) as image:
+        _out(header_text(image.header))
+
+
+def _info(args: argparse.Namespace) -> None:
+    from capsa.sif.image import SifImage
+    from capsa.sif.show import info_text
+
+    with SifImage.open(args.sif_path) as image:
+        _out(info_text(image.get(args.id)))
+
+
+def _dump(args: argparse.Namespace) -> None:
+    from capsa.sif.image import SifImage
+
+    with SifImage.open(args.sif_path) as image:
+        descriptor = image.get(args.id)
+        out = sys.stdout.buffer
+        for chunk in image.stream(descriptor):
+            out.write(chunk)
+        out.flush()
+
+
+def _del(args: argparse.Namespace) -> None:
+    from capsa.sif.writer import delete_object
+
+    delete_object(args.sif_path, args.id)
+
+
+def _setprim(args: argparse.Namespace) -> None:
+    from capsa.sif.writer import set_primary
+
+    set_primary(args.sif_path, args.id)
+
+
+def _add(args: argparse.Namespace) -> None:
+    from capsa.sif.writer import add_objects
+
+    add_objects(args.sif_path, [_new_object(args)])
+
+
+def _new_object(args: argparse.Namespace) -> NewObject:
+    """The NewObject that siftool's flags describe."""
+    import os
+
+    from capsa.errors import NotFoundError
+    from capsa.sif.format import DataType, FormatType, FSType, HashType, MessageType, PartType
+    from capsa.sif.writer import NewObject as New
+
+    if args.datatype not in _DATATYPES:
+        raise UsageError("--datatype flag is required with a valid range")
+    data_type = DataType(0x4000 + args.datatype)
+    if not os.path.exists(args.object_path):
+        raise NotFoundError(f"object file {args.object_path} does not exist")
+    if args.link is not None and args.link == 0:
+        raise UsageError("invalid object ID")
+    fields: dict[str, object] = {
+        "path": args.object_path,
+        "group_id": args.groupid,
+        "linked_id": args.link or 0,
+        "name": args.filename or "",
+    }
+    if args.alignment is not None:
+        if args.alignment < 0:
+            raise UsageError(f"invalid alignment {args.alignment}")
+        # siftool passes 0 through, which means "no alignment" even for partitions
+        fields["alignment"] = args.alignment or 1
+    if data_type == DataType.PARTITION:
+        if not (args.parttype and args.partfs and args.partarch):
+            raise UsageError(
+                "with partition datatype, --partfs, --parttype and --partarch must be passed")
+        if not 1 <= args.partarch <= len(_PART_ARCHES):
+            raise UsageError("unknown architecture: unknown")
+        fields.update(fs_type=FSType(args.partfs), part_type=PartType(args.parttype),
+                      arch=_PART_ARCHES[args.partarch - 1])
+    elif data_type == DataType.SIGNATURE:
+        fields.update(_signature_fields(args, HashType))
+    elif data_type == DataType.SBOM:
+        if not args.sbomformat:
+            raise UsageError("with SBOM datatype, --sbomformat must be passed")
+        fields["sbom_format"] = args.sbomformat
+    elif data_type in (DataType.OCI_ROOT_INDEX, DataType.OCI_BLOB):
+        fields["oci_digest"] = _sha256_of(args.object_path)
+    elif data_type == DataType.CRYPTO_MESSAGE:
+        # siftool sets no metadata for these: the extra field stays zero
+        fields.update(format_type=FormatType(0), message_type=MessageType(0))
+    return New(data_type, **fields)  # type: ignore[arg-type]
+
+
+def _signature_fields(args: argparse.Namespace, hash_type: type) -> dict[str, object]:
+    try:
+        fingerprint = bytes.fromhex(args.signentity)
+    except ValueError:
+        raise UsageError("failed to decode signing entity fingerprint: "
+                         f"invalid hex {args.signentity!r}") from None
+    if not 1 <= args.signhash <= 5:
+        raise UsageError(f"invalid hash type: {args.signhash}")
+    if len(fingerprint) != 20:
+        raise UsageError("invalid signing entity fingerprint length: "
+                         f"got {len(fingerprint)}, want 20")
+    return {"hash_type": hash_type(args.signhash), "fingerprint": fingerprint}
+
+
+def _sha256_of(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"

@@ -1,0 +1,116 @@
+"""The registry flags that ``pull``, ``build``, ``push`` and ``registry``
+share, and turning them plus the environment into
+:class:`capsa.registry.RegistryOptions` (the library never reads the
+environment itself).
+
+``add_registry_flags(parser)`` adds ``--docker-login``, ``--no-https``
+(and the deprecated ``--nohttps``), ``--authfile`` and the hidden
+``--docker-username``/``--docker-password``; ``registry_options(args)``
+builds the options, honouring ``APPTAINER_DOCKER_USERNAME``,
+``APPTAINER_DOCKER_PASSWORD``, ``APPTAINER_DOCKER_LOGIN``,
+``APPTAINER_NOHTTPS``/``APPTAINER_NO_HTTPS`` (and ``SINGULARITY_*``) and
+``CONTAINERS_REGISTRIES_CONF``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from capsa.errors import UsageError
+
+if TYPE_CHECKING:
+    from capsa.registry import Credentials, RegistryOptions
+
+_PREFIXES = ("APPTAINER_", "SINGULARITY_")
+
+
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """``APPTAINER_<name>``, else the legacy ``SINGULARITY_<name>``."""
+    for prefix in _PREFIXES:
+        value = env.get(prefix + name)
+        if value is not None:
+            return value
+    return None
+
+
+def env_flag(env: Mapping[str, str], *names: str) -> bool:
+    for name in names:
+        value = env_value(env, name)
+        if value is not None:
+            return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return False
+
+
+def user_home() -> Path:
+    """The home directory from the password database: clients such as
+    nextflow run us with an empty environment (no ``HOME``)."""
+    try:
+        return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        return Path(os.environ.get("HOME", "/"))
+
+
+def add_registry_flags(parser: argparse.ArgumentParser, *, login: bool = True) -> None:
+    parser.add_argument("--no-https", "--nohttps", dest="no_https", action="store_true",
+                        help="use http instead of https for docker:// and oras:// URIs")
+    parser.add_argument("--authfile", metavar="FILE",
+                        help="docker-style auth file to use for credentials")
+    if login:
+        parser.add_argument("--docker-login", action="store_true",
+                            help="login to a Docker Repository interactively")
+        parser.add_argument("--docker-username", help=argparse.SUPPRESS)
+        parser.add_argument("--docker-password", help=argparse.SUPPRESS)
+
+
+def _prompt_credentials() -> Credentials:
+    import getpass
+
+    from capsa.registry import Credentials
+
+    if not sys.stdin.isatty():
+        raise UsageError("--docker-login needs a terminal to ask for the username and password")
+    sys.stderr.write("Enter Docker Username: ")
+    sys.stderr.flush()
+    username = sys.stdin.readline().strip()
+    password = getpass.getpass("Enter Docker Password: ")
+    return Credentials(username, password)
+
+
+def explicit_credentials(args: argparse.Namespace,
+                         env: Mapping[str, str]) -> Credentials | None:
+    from capsa.registry import Credentials
+
+    username = getattr(args, "docker_username", None) or env_value(env, "DOCKER_USERNAME")
+    password = getattr(args, "docker_password", None) or env_value(env, "DOCKER_PASSWORD")
+    if getattr(args, "docker_login", False) or env_flag(env, "DOCKER_LOGIN"):
+        return _prompt_credentials()
+    if username:
+        return Credentials(username, password or "")
+    if password:
+        raise UsageError("a docker password was given without a username "
+                         "(set APPTAINER_DOCKER_USERNAME too)")
+    return None
+
+
+def registry_options(args: argparse.Namespace, env: Mapping[str, str] | None = None,
+                     home: Path | None = None) -> RegistryOptions:
+    """The options *args* (with :func:`add_registry_flags`) and *env* ask for."""
+    from capsa.registry import RegistryOptions
+    from capsa.registry.config import default_paths
+
+    env = os.environ if env is None else env
+    home = home or user_home()
+    authfile = getattr(args, "authfile", None)
+    return RegistryOptions(
+        no_https=bool(getattr(args, "no_https", False)) or env_flag(env, "NOHTTPS", "NO_HTTPS"),
+        credentials=explicit_credentials(args, env),
+        authfile=Path(authfile) if authfile else None,
+        home=home,
+        registries_conf=tuple(default_paths(home, env)),
+    )

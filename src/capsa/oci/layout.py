@@ -1,0 +1,110 @@
+"""``oci:DIR[:TAG]``: an OCI image layout directory (``oci-layout``,
+``index.json``, ``blobs/<algo>/<hex>``), read in place.  Manifests and
+configs are verified when read; layers while they are converted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from capsa.digest import Descriptor, Platform, hasher_for, validate_digest
+from capsa.errors import DigestMismatchError, FormatError, NotFoundError
+from capsa.oci import (
+    MAX_JSON,
+    ImageContent,
+    descriptor_from,
+    image_parts,
+    manifest_kind,
+    parse_json,
+    platform_of,
+    select_platform,
+)
+from capsa.rootfs.layers import LayerFile
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+class OCILayout:
+    """An OCI layout directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        if not (root / "index.json").is_file():
+            raise NotFoundError(f"{root} is not an OCI image layout (no index.json)")
+
+    def blob_path(self, digest: str) -> Path:
+        algo, hexpart = validate_digest(digest).split(":", 1)
+        return self.root / "blobs" / algo / hexpart
+
+    def read_blob(self, desc: Descriptor, what: str) -> bytes:
+        """A small blob, checked against its descriptor."""
+        if desc.size > MAX_JSON:
+            raise FormatError(f"{what} {desc.digest} is too large ({desc.size} bytes)")
+        path = self.blob_path(desc.digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{what} {desc.digest} is missing from {self.root}") from None
+        check_bytes(data, desc)
+        return data
+
+    def layer(self, desc: Descriptor) -> LayerFile:
+        path = self.blob_path(desc.digest)
+        if not path.is_file():
+            raise NotFoundError(f"layer {desc.digest} is missing from {self.root}")
+        return LayerFile(path, desc.digest, desc.size)
+
+    def index(self) -> dict[str, Any]:
+        path = self.root / "index.json"
+        return parse_json(path.read_bytes(), f"{path}")
+
+    def top_descriptor(self, tag: str | None) -> Descriptor:
+        """The index entry named *tag*, or the only one."""
+        entries = [descriptor_from(m, "index.json") for m in self.index().get("manifests") or []]
+        if tag is not None:
+            for entry in entries:
+                name = dict(entry.annotations).get(REF_NAME, "")
+                if name == tag or name.endswith(f":{tag}"):
+                    return entry
+            raise NotFoundError(f"no image tagged {tag!r} in {self.root}")
+        if len(entries) == 1:
+            return entries[0]
+        if not entries:
+            raise NotFoundError(f"{self.root} holds no image")
+        raise NotFoundError(f"{self.root} holds {len(entries)} images: name one with "
+                            "oci:DIR:TAG")
+
+    def image(self, tag: str | None, platform: Platform, source: str = "") -> ImageContent:
+        desc = self.top_descriptor(tag)
+        for _depth in range(4):  # index -> manifest (nested indexes are rare)
+            doc = parse_json(self.read_blob(desc, "manifest"), f"manifest {desc.digest}")
+            if manifest_kind(doc, desc.media_type) == "manifest":
+                return self._content(desc, doc, source)
+            entries = [descriptor_from(m, "index") for m in doc.get("manifests") or []]
+            desc = select_platform(entries, platform)
+        raise FormatError(f"{self.root}: image indexes nested too deeply")
+
+    def _content(self, desc: Descriptor, manifest: dict[str, Any], source: str) -> ImageContent:
+        config_desc, layer_descs = image_parts(manifest)
+        config = parse_json(self.read_blob(config_desc, "image config"), "image config")
+        layers = tuple(self.layer(d) for d in layer_descs)
+        return ImageContent(config, layers, platform_of(config), desc.digest, source)
+
+
+def check_bytes(data: bytes, desc: Descriptor) -> None:
+    if len(data) != desc.size:
+        raise DigestMismatchError(f"blob {desc.digest} is {len(data)} bytes, "
+                                  f"expected {desc.size}")
+    hasher = hasher_for(desc.digest)
+    hasher.update(data)
+    actual = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+    if actual != desc.digest:
+        raise DigestMismatchError(f"blob digest mismatch: expected {desc.digest}, got {actual}")
+
+
+def split_layout_ref(text: str) -> tuple[Path, str | None]:
+    """``DIR[:TAG]`` (the scheme already removed)."""
+    path, sep, tag = text.rpartition(":")
+    if sep and path and "/" not in tag and Path(path).is_dir() and not Path(text).is_dir():
+        return Path(path), tag
+    return Path(text), None

@@ -1,0 +1,120 @@
+"""``docker://``: an image from a registry, its blobs fetched into the cache
+in parallel (each verified while it streams, each downloaded once even when
+several processes want it), through :mod:`capsa.registry`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from capsa.content import ContentCache
+from capsa.digest import Descriptor, Platform, hasher_for
+from capsa.errors import DigestMismatchError, FormatError
+from capsa.oci import MAX_JSON, ImageContent, parse_json, platform_of
+from capsa.oci.layout import check_bytes
+from capsa.reference import parse_reference
+from capsa.registry import RegistryClient, RegistryOptions, ResolvedImage, open_client
+from capsa.rootfs.layers import LayerFile
+
+log = logging.getLogger("capsa.oci.registry")
+
+MAX_PARALLEL = 4
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RemoteImage:
+    """A resolved image and the client that can fetch its blobs."""
+
+    client: RegistryClient
+    resolved: ResolvedImage
+    platform: Platform
+
+    @property
+    def manifest_digest(self) -> str:
+        return self.resolved.manifest.digest
+
+
+def resolve(name: str, platform: Platform, options: RegistryOptions | None) -> RemoteImage:
+    client = open_client(options or RegistryOptions())
+    resolved = client.resolve(parse_reference(name), platform)
+    return RemoteImage(client, resolved, resolved.platform or platform)
+
+
+def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
+          source: str) -> ImageContent:
+    """Config and layers into *cache*; the layers as files to convert."""
+    cache.ensure()
+    ref = image.resolved.reference
+    config_desc = image.resolved.config
+    if config_desc.size > MAX_JSON:
+        raise FormatError(f"image config {config_desc.digest} is too large")
+    cache.put_blob(image.resolved.manifest, image.resolved.manifest_bytes)
+    config_path = cache.get_blob(
+        config_desc, lambda d, out: image.client.fetch_blob(ref, d, out))
+    config_bytes = config_path.read_bytes()
+    check_bytes(config_bytes, config_desc)
+    config = parse_json(config_bytes, "image config")
+    layers = image.resolved.layers
+    workers = max(1, min(MAX_PARALLEL, len(layers)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        paths = list(pool.map(lambda d: _layer(image, cache, d, progress), layers))
+    files = tuple(LayerFile(p) for p in paths)
+    platform = platform_of(config)
+    if not platform.architecture:
+        platform = image.platform
+    return ImageContent(config, files, platform, image.manifest_digest, source)
+
+
+def _layer(image: RemoteImage, cache: ContentCache, desc: Descriptor,
+           progress: Progress | None) -> Path:
+    """The verified layer blob: fetched now, or reused after a fresh check."""
+    downloaded = False
+
+    def download(d: Descriptor, out: BinaryIO) -> None:
+        nonlocal downloaded
+        downloaded = True
+        image.client.fetch_blob(image.resolved.reference, d, out,
+                                progress=_counter(progress, d))
+
+    path = cache.get_blob(desc, download)
+    if not downloaded and not _intact(path, desc):
+        cache.evict(path)
+        path = cache.get_blob(desc, download)
+    if progress is not None:
+        progress(desc.digest, desc.size, desc.size)
+    return path
+
+
+def _counter(progress: Progress | None, desc: Descriptor) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(desc.digest, done, desc.size)
+
+    return step
+
+
+def _intact(path: Path, desc: Descriptor) -> bool:
+    """Re-hash a blob found in the cache (another process, another day)."""
+    hasher = hasher_for(desc.digest)
+    with path.open("rb") as src:
+        while chunk := src.read(1 << 20):
+            hasher.update(chunk)
+    ok = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}" == desc.digest
+    if not ok:
+        log.warning("cached blob %s is corrupt: fetching it again", desc.digest)
+    return ok
+
+
+def check_intact(path: Path, desc: Descriptor) -> None:
+    if not _intact(path, desc):
+        raise DigestMismatchError(f"blob {desc.digest} does not match its digest")

@@ -1,0 +1,218 @@
+"""``pull``: an image from a registry, an OCI layout or an archive, to one SIF.
+
+resolve -> converted SIF in the cache?  copy it (``Using cached SIF image``)
+: fetch blobs into the cache (in parallel, verified while streaming) ->
+merge the layers into one tar stream -> ``tar2sqfs`` -> SIF (deffile,
+``oci-config.json``, the primary squashfs partition) -> rename into place.
+
+The destination appears complete or not at all; a failure leaves nothing
+behind but the verified blobs already in the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capsa.content import ContentCache, copy_atomic, sif_cache_key
+from capsa.digest import Platform
+from capsa.errors import AlreadyExistsError, UsageError
+from capsa.oci import ImageContent
+from capsa.registry import RegistryOptions
+from capsa.rootfs.layers import MergeReport, merge_layers
+from capsa.rootfs.singularity_d import base_entries, metadata_entries
+from capsa.squashfs import SquashfsOptions, from_tar_stream
+
+log = logging.getLogger("capsa.pull")
+
+LOCAL_SCHEMES = ("oci", "oci-archive", "docker-archive")
+REGISTRY_SCHEMES = ("docker",)
+ALL_SCHEMES = (*REGISTRY_SCHEMES, *LOCAL_SCHEMES, "oras")
+
+
+@dataclass(frozen=True, slots=True)
+class PullOptions:
+    """Everything a pull needs besides the source and destination."""
+
+    platform: Platform | None = None         # None: this host's
+    cache: ContentCache | None = None        # None: --disable-cache
+    tmpdir: Path = Path("/tmp")
+    squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
+    registry: RegistryOptions | None = None  # --no-https, credentials, authfile
+    progress: Callable[[str, int, int], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    dest: Path
+    cached: bool
+    manifest_digest: str | None
+    report: MergeReport | None = None
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """(scheme, rest): ``docker://alpine`` -> (``docker``, ``alpine``)."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme not in ALL_SCHEMES:
+        raise UsageError(f"unsupported transport type: {uri} (use one of "
+                         f"{', '.join(s + ':' for s in ALL_SCHEMES)})")
+    if scheme in ("docker", "oras"):
+        if not rest.startswith("//"):
+            raise UsageError(f"invalid {scheme} URI {uri!r}: expected {scheme}://NAME")
+        rest = rest[2:]
+    return scheme, rest
+
+
+def host_platform() -> Platform:
+    from capsa.registry.manifest import host_platform as registry_host_platform
+
+    return registry_host_platform()
+
+
+def pull(uri: str, dest: Path, options: PullOptions) -> PullResult:
+    """Pull *uri* into the SIF file *dest* (replaced atomically if present)."""
+    scheme, rest = split_uri(uri)
+    platform = options.platform or host_platform()
+    if scheme == "docker":
+        return _pull_registry(uri, rest, dest, platform, options)
+    if scheme == "oras":
+        from capsa.oci.oras import pull_oras
+
+        pull_oras(rest, dest, options)
+        return PullResult(dest, False, None)
+    with _workdir(options.tmpdir) as work:
+        content = _local_content(scheme, rest, work, platform, uri)
+        report = convert(content, dest, options, work)
+    return PullResult(dest, False, content.manifest_digest, report)
+
+
+def _local_content(scheme: str, rest: str, work: Path, platform: Platform,
+                   uri: str) -> ImageContent:
+    from capsa.oci import archive
+    from capsa.oci.layout import OCILayout, split_layout_ref
+
+    path, tag = split_layout_ref(rest)
+    if scheme == "oci":
+        return OCILayout(path).image(tag, platform, uri)
+    unpacked = work / "archive"
+    unpacked.mkdir()
+    if scheme == "oci-archive":
+        return archive.oci_archive(path, unpacked, platform, tag, uri)
+    return archive.docker_archive(path, unpacked, uri, tag)
+
+
+def _pull_registry(uri: str, rest: str, dest: Path, platform: Platform,
+                   options: PullOptions) -> PullResult:
+    from capsa.oci import registry as source
+
+    image = source.resolve(rest, platform, options.registry)
+    cache = options.cache
+    if cache is None:
+        with _workdir(options.tmpdir) as work:
+            content = source.fetch(image, ContentCache(work / "blobs"), options.progress, uri)
+            report = convert(content, dest, options, work)
+        return PullResult(dest, False, image.manifest_digest, report)
+    cache.ensure()
+    key = sif_cache_key(image.manifest_digest, platform.architecture, platform.variant)
+    cached = cache.sif_path(key)
+    with cache.lock(f"sif-{key}"):
+        if _valid_sif(cached, cache):
+            log.info("Using cached SIF image")
+            copy_atomic(cached, dest)
+            return PullResult(dest, True, image.manifest_digest)
+        content = source.fetch(image, cache, options.progress, uri)
+        with _workdir(options.tmpdir) as work:
+            report = convert(content, cached, options, work)
+    copy_atomic(cached, dest)
+    return PullResult(dest, False, image.manifest_digest, report)
+
+
+def _valid_sif(path: Path, cache: ContentCache) -> bool:
+    """A cached SIF that opens cleanly and holds a primary partition."""
+    if not path.exists():
+        return False
+    from capsa.errors import CapsaError
+    from capsa.sif import SifImage
+
+    try:
+        with SifImage.open(path) as image:
+            image.primary_partition()
+        return True
+    except CapsaError:
+        cache.evict(path)
+        return False
+
+
+@contextlib.contextmanager
+def _workdir(tmpdir: Path) -> Iterator[Path]:
+    try:
+        tmpdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"temporary directory {tmpdir} is unusable: {err.strerror}") from err
+    with tempfile.TemporaryDirectory(prefix="capsa-pull-", dir=tmpdir) as work:
+        yield Path(work)
+
+
+def deffile_for(source: str) -> bytes:
+    scheme, _, rest = source.partition(":")
+    if rest.startswith("//"):
+        rest = rest[2:]
+    return f"bootstrap: {scheme}\nfrom: {rest}\n".encode()
+
+
+def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
+            ) -> MergeReport:
+    """Write the SIF for *content* at *dest* (atomically)."""
+    from capsa.sif import DataType, FSType, NewObject, PartType, create
+
+    if options.progress is not None:
+        options.progress("convert", 0, 0)
+    log.info("Converting OCI blobs to SIF format")
+    run_config = dict(content.run_config)
+    squashfs = work / "rootfs.sqfs"
+    top = metadata_entries(run_config)
+    base = base_entries()
+
+    def write(out: Any) -> MergeReport:
+        return merge_layers(out, content.layers, top=top, base=base)
+
+    report = from_tar_stream(squashfs, write, options.squashfs)
+    arch = _sif_goarch(content.platform.architecture)
+    objects = [
+        NewObject(DataType.DEFFILE, data=deffile_for(content.source)),
+        NewObject(DataType.GENERIC_JSON, data=json.dumps(run_config).encode(),
+                  name="oci-config.json"),
+        NewObject(DataType.PARTITION, path=str(squashfs), fs_type=FSType.SQUASHFS,
+                  part_type=PartType.PRIMSYS, arch=arch),
+    ]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    create(dest, objects)
+    assert isinstance(report, MergeReport)
+    return report
+
+
+def _sif_goarch(arch: str) -> str:
+    from capsa.sif import host_goarch, sif_arch
+
+    try:
+        sif_arch(arch)
+        return arch
+    except Exception:
+        log.warning("image architecture %r is unknown to SIF: recording this host's", arch)
+        return host_goarch()
+
+
+def check_destination(dest: Path, force: bool) -> None:
+    if dest.exists() and not force:
+        raise AlreadyExistsError(f'Image file already exists: "{dest}" - will not overwrite')
+    if dest.is_dir():
+        raise UsageError(f"{dest} is a directory")
+    if not os.access(dest.parent if str(dest.parent) else ".", os.W_OK):
+        raise UsageError(f"cannot write to {dest.parent}: permission denied")

@@ -1,0 +1,68 @@
+"""What the user named as IMAGE -> an :class:`ImageSpec` the launcher mounts.
+
+A SIF file gives the byte range of its system partition (squashfs), a bare
+squashfs file gives the whole file, a directory is a sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+
+from capsa.errors import CapsaError, NotFoundError, UsageError
+from capsa.runtime.spec import ImageSpec
+
+_SIF_MAGIC = b"SIF_MAGIC"
+_SQUASHFS_MAGIC = b"hsqs"
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x",
+         "riscv64": "riscv64", "i686": "386", "armv7l": "arm"}
+
+
+def resolve(ref: str) -> ImageSpec:
+    """Find the root filesystem of *ref*; one clear error if there is none."""
+    if "://" in ref:
+        raise UsageError(f"could not open image {ref}: URI images are not supported here; "
+                         "pull the image first")
+    path = os.path.abspath(ref)
+    try:
+        if os.path.isdir(path):
+            return ImageSpec("dir", path)
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except FileNotFoundError as err:
+        raise NotFoundError(f"could not open image {path}: failed to retrieve path for "
+                            f"{ref}: lstat {path}: no such file or directory") from err
+    except OSError as err:
+        raise UsageError(f"could not open image {path}: {err.strerror}") from err
+    if head[32:41] == _SIF_MAGIC:
+        return _sif_partition(path)
+    if head[:4] == _SQUASHFS_MAGIC:
+        return ImageSpec("squashfs", path, 0, os.path.getsize(path))
+    raise UsageError(f"could not open image {path}: image format not recognized")
+
+
+def _sif_partition(path: str) -> ImageSpec:
+    from capsa.sif.format import FSType, go_arch
+    from capsa.sif.image import SifImage
+
+    try:
+        with SifImage.open(path) as sif:
+            part = sif.primary_partition()
+            fs_type, _, arch = part.partition_info()
+    except NotFoundError as err:
+        raise NotFoundError(f"could not open image {path}: "
+                            "no root filesystem partition found") from err
+    except CapsaError as err:
+        raise UsageError(f"could not open image {path}: {err}") from err
+    if fs_type != FSType.SQUASHFS:
+        raise UsageError(f"could not open image {path}: unsupported root filesystem "
+                         f"type {fs_type.name.lower()}")
+    wanted, here = go_arch(arch), host_arch()
+    if wanted not in (here, "unknown"):
+        raise UsageError(f"could not open image {path}: image targets '{wanted}', "
+                         f"cannot run on '{here}'")
+    return ImageSpec("squashfs", path, part.offset, part.size)
+
+
+def host_arch() -> str:
+    machine = os.uname().machine
+    return _ARCH.get(machine, machine)

@@ -1,0 +1,297 @@
+"""Start a container: namespaces, the filesystem tree, then exec.
+
+Process model (no daemon, no setuid helper):
+
+- **monitor** (this process): unshares a user namespace (unprivileged) and a
+  mount namespace, mounts the session tmpfs, the image (squashfuse_ll
+  served by a child, a loop device as root, or an extracted sandbox) and an
+  overlay on it, binds everything in, then forks the container and waits,
+  forwarding signals.  Afterwards it stops squashfuse, unmounts and removes
+  what it made.
+- **container** (the fork): unshares its own mount namespace (so the
+  pivot does not move the monitor), pivots into the tree and execs the
+  action: ``/bin/sh -c`` sourcing the env scripts when the image has a
+  shell, else the command itself with an environment computed here.
+
+With ``--pid`` the container is PID 1 of a new PID namespace and, unless
+``--no-init``, stays there as a tiny init that reaps and forwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+from capsa import linux
+from capsa.errors import ContainerError
+from capsa.runtime import env as envmod
+from capsa.runtime.mounts import Session
+from capsa.runtime.spec import ContainerSpec
+from capsa.runtime.tree import NoTestScript, Plan, Tree
+
+log = logging.getLogger("capsa.runtime.launcher")
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+              signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGCHLD)
+_SI_KERNEL = 0x80
+
+
+def fuse_disabled() -> bool:
+    """The test switch ``CAPSA_DISABLE_FUSE=1``: no FUSE, and no loop device
+    either, so that the extraction fallback runs (as root too)."""
+    return os.environ.get("CAPSA_DISABLE_FUSE", "") not in ("", "0")
+
+
+def fuse_usable() -> bool:
+    """Can this process open /dev/fuse (and is squashfuse_ll there)?"""
+    if fuse_disabled():
+        return False
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return False
+    from capsa.proc import which
+
+    return which("squashfuse_ll") is not None
+
+
+def launch(spec: ContainerSpec) -> int:
+    """Run the container described by *spec*; return its exit status."""
+    rootless = os.geteuid() != 0
+    session = Session(_tmpdir(), rootless=rootless)
+    try:
+        lower = _prepare_image(session, spec, rootless)
+        _enter_namespaces(spec, rootless)
+        linux.make_private("/")
+        session.mount_tmpfs()
+        lower = _mount_image(session, spec, lower, rootless)
+        tree = Tree(session, spec)
+        tree.plan(lower)
+        tree.apply(_mount_root(session, spec, lower, tree))
+        try:
+            plan = tree.finish()
+        except NoTestScript:
+            log.info("No test script found in container, exiting")
+            return 0
+        return _run(spec, plan)
+    finally:
+        session.close()
+
+
+def _tmpdir() -> str:
+    for name in ("APPTAINER_TMPDIR", "TMPDIR"):
+        value = os.environ.get(name)
+        if value and os.path.isdir(value):
+            return value
+    return "/tmp"
+
+
+def _prepare_image(session: Session, spec: ContainerSpec, rootless: bool) -> str | None:
+    """Extract before leaving the host namespaces when FUSE/loop cannot serve."""
+    image = spec.image
+    if image.kind != "squashfs":
+        return None
+    if not spec.use_fuse or fuse_disabled() or (rootless and not fuse_usable()):
+        return session.extract(image)
+    if not rootless and not os.path.exists("/dev/loop-control"):
+        return session.extract(image)
+    return None
+
+
+def _enter_namespaces(spec: ContainerSpec, rootless: bool) -> None:
+    flags = linux.CLONE_NEWNS
+    if rootless or (spec.fakeroot and os.geteuid() != 0):
+        flags |= linux.CLONE_NEWUSER
+    if spec.ipc_ns:
+        flags |= linux.CLONE_NEWIPC
+    if spec.hostname:
+        flags |= linux.CLONE_NEWUTS
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        linux.unshare(flags)
+        if flags & linux.CLONE_NEWUSER:
+            inside = 0 if spec.fakeroot else uid
+            linux.write_id_maps("self", inside, uid, 0 if spec.fakeroot else gid, gid)
+        if spec.hostname:
+            linux.sethostname(spec.hostname)
+    except OSError as err:
+        raise ContainerError(f"could not create the container namespaces: {err.strerror}; "
+                             "are unprivileged user namespaces enabled?") from err
+
+
+def _mount_image(session: Session, spec: ContainerSpec, extracted: str | None,
+                 rootless: bool) -> str:
+    image = spec.image
+    if image.kind == "dir":
+        return image.path
+    if extracted is not None:
+        return extracted
+    if not rootless:
+        try:
+            return session.mount_squashfs_loop(image)
+        except OSError as err:
+            raise ContainerError(f"failed to mount squashfs image {image.path}: "
+                                 f"{err.strerror}") from err
+    uid = 0 if spec.fakeroot else os.geteuid()
+    gid = 0 if spec.fakeroot else os.getegid()
+    try:
+        return session.mount_squashfuse(image, uid, gid)
+    except OSError as err:
+        raise ContainerError(f"failed to mount squashfs image {image.path} with FUSE: "
+                             f"{err.strerror}") from err
+
+
+def _mount_root(session: Session, spec: ContainerSpec, lower: str, tree: Tree) -> str:
+    if spec.writable:
+        if spec.image.kind != "dir" and not session.extracted:
+            raise ContainerError("--writable needs a sandbox directory image; "
+                                 "SIF images are read-only (use --writable-tmpfs)")
+        return session.bind_root(lower, readonly=False)
+    writable = next((o for o in reversed(spec.overlays) if not o.readonly), None)
+    upper = session.sub("upper") if writable is None else writable.path + "/upper"
+    os.makedirs(upper, exist_ok=True)
+    tree.precreate(lower, upper)
+    return session.mount_overlay(lower, spec.overlays, writable)
+
+
+# --- processes --------------------------------------------------------------
+
+def _run(spec: ContainerSpec, plan: Plan) -> int:
+    if spec.pid_ns:
+        try:
+            linux.unshare(linux.CLONE_NEWPID)
+        except OSError as err:
+            raise ContainerError(f"could not create a PID namespace: {err.strerror}") from err
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the container process
+        _container(spec, plan)
+    return _monitor(pid)
+
+
+def _monitor(child: int) -> int:
+    """Wait for *child*, forwarding signals sent to us; its status as ours."""
+    while True:
+        info = signal.sigwaitinfo(_FORWARDED)
+        if info.si_signo != signal.SIGCHLD:
+            if info.si_code != _SI_KERNEL:  # the terminal signals the group itself
+                _kill(child, info.si_signo)
+            continue
+        status = _reap(child)
+        if status is not None:
+            return status
+
+
+def _reap(child: int) -> int | None:
+    """Collect finished children; the exit status of *child* once it is done."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 255
+        if pid == 0:
+            return None
+        if pid == child:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.WEXITSTATUS(status)
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return
+
+
+def _container(spec: ContainerSpec, plan: Plan) -> None:
+    """In the fork: private mounts, pivot, then exec (never returns)."""
+    code = 255
+    try:
+        linux.set_parent_death_signal(signal.SIGKILL)
+        linux.unshare(linux.CLONE_NEWNS)
+        if plan.mount_proc:
+            linux.mount("proc", plan.root + "/proc", "proc",
+                        linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        linux.pivot_root(plan.root)
+        os.chdir(plan.cwd)
+        linux.set_no_new_privs()
+        if spec.pid_ns and not spec.no_init:
+            code = _init(spec, plan)
+        else:
+            _exec(spec, plan)
+    except ContainerError as err:
+        log.critical("%s", err)
+    except OSError as err:
+        log.critical("container setup failed: %s", err)
+    except BaseException as err:
+        log.critical("container setup failed: %s", err)
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _init(spec: ContainerSpec, plan: Plan) -> int:
+    """PID 1 of the container: run the command, reap, forward signals."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _exec(spec, plan)
+        except BaseException as err:
+            log.critical("%s", err)
+        finally:
+            os._exit(255)
+    return _monitor(pid)
+
+
+def _exec(spec: ContainerSpec, plan: Plan) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    forced = dict(spec.env)
+    if plan.has_shell:
+        action = _shell_action(spec.action)
+        script = envmod.shell_script(plan.scripts, forced, action)
+        argv = ["/bin/sh", "-c", script, plan.argv[0], *plan.argv[1:]]
+        os.execve("/bin/sh", argv, plan.env)
+    environment = _env_without_shell(plan, forced)
+    program = _find(plan.argv[0], environment.get("PATH", ""))
+    if program is None:
+        sys.stderr.write(f'FATAL:   "{plan.argv[0]}": executable file not found in $PATH\n')
+        sys.stderr.flush()
+        os._exit(127)
+    os.execve(program, plan.argv, environment)
+
+
+def _shell_action(action: str) -> str:
+    """The tail of the ``sh -c`` script; ``$0`` is the program, ``$@`` its args."""
+    if action != "exec":
+        return 'exec "$0" "$@"'
+    return ('case $0 in */*) ;; *) if ! command -v -- "$0" >/dev/null 2>&1; then '
+            'printf \'FATAL:   "%s": executable file not found in $PATH\\n\' "$0" >&2; '
+            'exit 127; fi ;; esac\n'
+            'exec "$0" "$@"')
+
+
+def _env_without_shell(plan: Plan, forced: dict[str, str]) -> dict[str, str]:
+    environment = dict(plan.env)
+    for script in plan.scripts:
+        try:
+            with open(script, encoding="utf-8", errors="replace") as handle:
+                envmod.apply_env_script(handle.read(), environment)
+        except OSError:
+            continue
+    return envmod.final_env(environment, forced)
+
+
+def _find(program: str, path: str) -> str | None:
+    if "/" in program:
+        return program
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+__all__ = ["fuse_disabled", "fuse_usable", "launch"]

@@ -1,0 +1,133 @@
+"""Reading an image's ``/.singularity.d`` (and SCIF apps) for ``inspect`` and
+``run-help``.
+
+A sandbox is read directly.  A squashfs is mounted in a short-lived child
+(the same namespaces and mounts as a run: squashfuse rootless, a loop device
+as root) which sends the small files back through a pipe; where neither
+works, only the metadata directories are extracted with ``unsquashfs``.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+
+from capsa.errors import ContainerError
+from capsa.runtime.mounts import Session, resolve_in_root
+from capsa.runtime.spec import ImageSpec
+
+_MAX_FILE = 1 << 20
+_MAX_FILES = 512
+_TOP = "/.singularity.d"
+_FILES = ("labels.json", "Singularity", "Apptainer", "runscript", "startscript", "test",
+          "runscript.help")
+
+
+def read_metadata(image: ImageSpec) -> dict[str, bytes]:
+    """Container path -> content, for the metadata files that exist."""
+    if image.kind == "dir":
+        return collect(image.path)
+    from capsa.runtime.launcher import fuse_usable
+
+    rootless = os.geteuid() != 0
+    if (rootless and fuse_usable()) or (not rootless and os.path.exists("/dev/loop-control")):
+        return _read_mounted(image, rootless)
+    return _read_extracted(image)
+
+
+def collect(root: str) -> dict[str, bytes]:
+    """The metadata files under *root* (a mounted or unpacked image)."""
+    found: dict[str, bytes] = {}
+    prefixes = [_TOP]
+    try:
+        apps = sorted(os.listdir(root + resolve_in_root(root, "/scif/apps")))
+    except OSError:
+        apps = []
+    prefixes += [f"/scif/apps/{app}/scif" for app in apps]
+    for prefix in prefixes:
+        for name in _FILES:
+            _read_into(found, root, f"{prefix}/{name}")
+        try:
+            env_dir = root + resolve_in_root(root, f"{prefix}/env")
+            names = sorted(os.listdir(env_dir))
+        except OSError:
+            continue
+        for name in names[:_MAX_FILES]:
+            _read_into(found, root, f"{prefix}/env/{name}")
+    return found
+
+
+def _read_into(found: dict[str, bytes], root: str, path: str) -> None:
+    host = root + resolve_in_root(root, path)
+    try:
+        if not os.path.isfile(host):
+            return
+        with open(host, "rb") as handle:
+            found[path] = handle.read(_MAX_FILE)
+    except OSError:
+        return
+
+
+def _read_mounted(image: ImageSpec, rootless: bool) -> dict[str, bytes]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(read_end)
+        code = 1
+        try:
+            data = _mount_and_collect(image, rootless)
+            with os.fdopen(write_end, "wb") as out:
+                out.write(marshal.dumps(data))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as stream:
+        payload = stream.read()
+    _pid, status = os.waitpid(pid, 0)
+    if status != 0 or not payload:
+        raise ContainerError(f"could not inspect container: failed to mount {image.path}")
+    loaded = marshal.loads(payload)
+    return {str(k): bytes(v) for k, v in loaded.items()}
+
+
+def _mount_and_collect(image: ImageSpec, rootless: bool) -> dict[str, bytes]:
+    from capsa import linux
+
+    session = Session(_tmpdir(), rootless=rootless)
+    try:
+        if rootless:
+            uid, gid = os.geteuid(), os.getegid()
+            linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+            linux.write_id_maps("self", uid, uid, gid, gid)
+        else:
+            linux.unshare(linux.CLONE_NEWNS)
+        linux.make_private("/")
+        session.mount_tmpfs()
+        if rootless:
+            lower = session.mount_squashfuse(image, os.geteuid(), os.getegid())
+        else:
+            lower = session.mount_squashfs_loop(image)
+        return collect(lower)
+    finally:
+        session.close()
+
+
+def _read_extracted(image: ImageSpec) -> dict[str, bytes]:
+    session = Session(_tmpdir(), rootless=os.geteuid() != 0)
+    try:
+        from capsa.runtime.mounts import which_or_fail
+
+        argv = [which_or_fail("unsquashfs"), "-n", "-q", "-no-xattrs"]
+        root = session.extract(image, argv, subset=(".singularity.d", "scif"), quiet=True)
+        return collect(root)
+    finally:
+        session.close()
+
+
+def _tmpdir() -> str:
+    for name in ("APPTAINER_TMPDIR", "TMPDIR"):
+        value = os.environ.get(name)
+        if value and os.path.isdir(value):
+            return value
+    return "/tmp"

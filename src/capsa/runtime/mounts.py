@@ -1,0 +1,261 @@
+"""Assembling the container's filesystem tree inside a private mount namespace.
+
+:class:`Session` owns one session directory (a tmpfs) holding the image
+mount (``lower``), the overlay pieces (``upper``, ``work``), the final root
+(``root``) and generated files; it also owns the squashfuse process and any
+extracted sandbox, and :meth:`Session.close` removes all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat
+
+from capsa import linux
+from capsa.errors import ContainerError, EnvironmentFailure
+from capsa.runtime.spec import ImageSpec, OverlaySpec
+
+log = logging.getLogger("capsa.runtime.mounts")
+
+_SESSION_SIZE = "64m"
+_MAX_LINKS = 40
+
+
+def resolve_in_root(root: str, path: str) -> str:
+    """*path* inside *root* with symlinks followed as if *root* were ``/``.
+
+    The result is the container-side path (starting with ``/``); no link in
+    a hostile image can lead out of *root*.  Missing components are kept.
+    """
+    parts = [p for p in path.split("/") if p and p != "."]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = root + "/" + "/".join([*done, part])
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            done.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_LINKS:
+            raise ContainerError(f"too many levels of symbolic links in {path}")
+        if target.startswith("/"):
+            done = []
+        parts[:0] = [p for p in target.split("/") if p and p != "."]
+    return "/" + "/".join(done)
+
+
+class Session:
+    """The session directory and everything mounted or started for one run."""
+
+    def __init__(self, tmpdir: str, *, rootless: bool) -> None:
+        import tempfile
+
+        self.rootless = rootless
+        self.path = tempfile.mkdtemp(prefix="capsa-session-", dir=tmpdir)
+        self.tmpdir = tmpdir
+        self.fuse_pid = 0
+        self.extracted: str | None = None
+        self.mounted = False
+
+    # -- layout ------------------------------------------------------------
+    def sub(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def mount_tmpfs(self) -> None:
+        linux.mount("tmpfs", self.path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                    f"size={_SESSION_SIZE},mode=0755")
+        self.mounted = True
+        for name in ("lower", "upper", "work", "root", "files", "home", "tmp", "vartmp"):
+            os.mkdir(self.sub(name), 0o755)
+        os.chmod(self.sub("tmp"), 0o1777)
+        os.chmod(self.sub("vartmp"), 0o1777)
+
+    # -- the image ---------------------------------------------------------
+    def mount_squashfs_loop(self, image: ImageSpec) -> str:
+        fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            device, loop_fd = linux.attach_loop(fd, image.offset, image.size)
+        finally:
+            os.close(fd)
+        try:
+            linux.mount(device, self.sub("lower"), "squashfs",
+                        linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
+        finally:
+            os.close(loop_fd)
+        return self.sub("lower")
+
+    def mount_squashfuse(self, image: ImageSpec, uid: int, gid: int) -> str:
+        """Mount ourselves with a /dev/fuse fd, then let squashfuse_ll serve it."""
+        program = which_or_fail("squashfuse_ll")
+        fuse_fd = os.open("/dev/fuse", os.O_RDWR)
+        try:
+            linux.mount("squashfuse_ll", self.sub("lower"), "fuse.squashfuse_ll",
+                        linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
+                        f"fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}")
+            argv = [program, "-f", "-o", f"offset={image.offset}", image.path,
+                    f"/dev/fd/{fuse_fd}"]
+            self.fuse_pid = _spawn_daemon(argv, fuse_fd)
+        finally:
+            os.close(fuse_fd)
+        try:
+            os.stat(self.sub("lower") + "/.")
+        except OSError as err:
+            raise ContainerError(f"failed to mount squashfs image {image.path}: "
+                                 f"{err.strerror}") from err
+        return self.sub("lower")
+
+    def extract(self, image: ImageSpec, runner_argv: list[str] | None = None, *,
+                subset: tuple[str, ...] = (), quiet: bool = False) -> str:
+        """Unpack the squashfs (or only *subset* of it) to a temporary sandbox."""
+        import tempfile
+
+        from capsa.proc import DEFAULT_RUNNER
+
+        if not quiet:
+            log.info("Converting SIF file to temporary sandbox...")
+        self.extracted = tempfile.mkdtemp(prefix="capsa-sandbox-", dir=self.tmpdir)
+        source = image.path
+        if image.offset:
+            source = self.extracted + "/image.sqfs"
+            _copy_range(image.path, source, image.offset, image.size)
+        dest = self.extracted + "/root"
+        argv = runner_argv or [which_or_fail("unsquashfs"), "-n", "-q", "-no-xattrs"]
+        DEFAULT_RUNNER.run([*argv, "-d", dest, source, *subset])
+        if source != image.path:
+            os.unlink(source)
+        return dest
+
+    def mount_overlay(self, lower: str, overlays: tuple[OverlaySpec, ...],
+                      writable_overlay: OverlaySpec | None) -> str:
+        lowers = [_escape(o.path) for o in reversed(overlays) if o.readonly or
+                  o is not writable_overlay]
+        lowers.append(_escape(lower))
+        if writable_overlay is not None:
+            upper = writable_overlay.path + "/upper"
+            work = writable_overlay.path + "/work"
+            os.makedirs(upper, exist_ok=True)
+            os.makedirs(work, exist_ok=True)
+        else:
+            upper, work = self.sub("upper"), self.sub("work")
+        data = f"lowerdir={':'.join(lowers)},upperdir={_escape(upper)},workdir={_escape(work)}"
+        if self.rootless:
+            data += ",userxattr"
+        target = self.sub("root")
+        try:
+            linux.mount("overlay", target, "overlay", linux.MS_NOSUID | linux.MS_NODEV, data)
+        except OSError as err:
+            raise ContainerError(f"failed to mount overlay: {err.strerror}") from err
+        return target
+
+    def bind_root(self, directory: str, *, readonly: bool) -> str:
+        target = self.sub("root")
+        linux.bind(directory, target, readonly=readonly, extra=linux.MS_NOSUID | linux.MS_NODEV)
+        return target
+
+    # -- teardown ----------------------------------------------------------
+    def close(self) -> None:
+        """Unmount, stop squashfuse, remove what we created; never raises."""
+        if self.mounted:
+            _quietly(linux.umount, self.path, linux.MNT_DETACH)
+            self.mounted = False
+        if self.fuse_pid:
+            _stop(self.fuse_pid)
+            self.fuse_pid = 0
+        _quietly(os.rmdir, self.path)
+        if self.extracted:
+            _remove_tree(self.extracted)
+            self.extracted = None
+
+
+def which_or_fail(program: str) -> str:
+    from capsa.proc import which
+
+    found = which(program)
+    if found is None:
+        raise EnvironmentFailure(f"{program} not found in PATH; please install it")
+    return found
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def _spawn_daemon(argv: list[str], keep_fd: int) -> int:
+    """Start the FUSE server; it dies with us (PDEATHSIG) if we are killed."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            linux.set_parent_death_signal(signal.SIGKILL)
+            os.set_inheritable(keep_fd, True)
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def _stop(pid: int) -> None:
+    """Stop and reap the FUSE server: SIGTERM, then SIGKILL if it lingers."""
+    import time
+
+    _quietly(os.kill, pid, signal.SIGTERM)
+    for _ in range(200):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.005)
+    _quietly(os.kill, pid, signal.SIGKILL)
+    _quietly(os.waitpid, pid, 0)
+
+
+def _copy_range(source: str, dest: str, offset: int, size: int) -> None:
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        done = 0
+        while done < size:
+            count = os.copy_file_range(src, dst, size - done, offset + done)
+            if count == 0:
+                raise ContainerError(f"{source}: partition extends beyond the end of the file")
+            done += count
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    def fix(func: object, failed: str, exc: object) -> None:
+        del func, exc
+        parent = os.path.dirname(failed)
+        _quietly(os.chmod, parent, stat.S_IRWXU)
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            _quietly(os.chmod, failed, stat.S_IRWXU)
+            shutil.rmtree(failed, ignore_errors=True)
+        else:
+            _quietly(os.unlink, failed)
+
+    shutil.rmtree(path, onerror=fix)
+
+
+def _quietly(func: object, *args: object) -> None:
+    try:
+        func(*args)  # type: ignore[operator]
+    except OSError as err:
+        log.debug("cleanup: %s", err)

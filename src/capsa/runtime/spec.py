@@ -1,0 +1,88 @@
+"""The frozen values that flow from the CLI into the launcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from capsa.runtime.gpu import GpuPlan
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LIBS_DIR = "/.singularity.d/libs"
+
+
+@dataclass(frozen=True, slots=True)
+class BindSpec:
+    """One ``-B src[:dst[:ro|rw]]``: a host path shown at *dest*."""
+
+    source: str
+    dest: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSpec:
+    """Where the container's root filesystem comes from.
+
+    ``kind`` is ``"squashfs"`` (a byte range of *path*, e.g. a SIF's system
+    partition) or ``"dir"`` (a sandbox directory).
+    """
+
+    kind: str
+    path: str
+    offset: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OverlaySpec:
+    """``--overlay DIR[:ro]``: a directory laid over the image."""
+
+    path: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who runs inside: ids and the passwd entry of the caller."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    gecos: str
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """Everything the launcher needs; built and validated by the CLI."""
+
+    image: ImageSpec
+    image_ref: str
+    action: str
+    argv: tuple[str, ...]
+    identity: Identity
+    cwd: str
+    home_source: str
+    home_dest: str
+    binds: tuple[BindSpec, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    host_env: tuple[tuple[str, str], ...] = ()
+    pwd: str | None = None
+    hostname: str | None = None
+    app: str | None = None
+    shell: str | None = None
+    overlays: tuple[OverlaySpec, ...] = ()
+    no_mount: frozenset[str] = frozenset()
+    contain: bool = False
+    pid_ns: bool = False
+    ipc_ns: bool = False
+    no_init: bool = False
+    writable: bool = False
+    writable_tmpfs: bool = False
+    fakeroot: bool = False
+    use_fuse: bool = True
+    gpu: GpuPlan | None = field(default=None)

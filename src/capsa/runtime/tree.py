@@ -1,0 +1,334 @@
+"""The container's filesystem tree: which mounts go where, and in what order.
+
+Three phases, because an unprivileged user cannot create directories in a
+read-only image (nor in an overlay of it, whose directories belong to
+unmapped root):
+
+1. :meth:`Tree.plan` decides every mount from the spec and the image
+   (``lower``) and writes the generated ``/etc/passwd`` and ``/etc/group``;
+2. :meth:`Tree.precreate` makes missing mount points in the overlay's upper
+   directory, before the overlay is mounted (Apptainer's "underlay" idea);
+3. :meth:`Tree.apply` performs the mounts on the final root, and
+   :meth:`Tree.finish` says what the container process must run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import NamedTuple
+
+from capsa import linux
+from capsa.errors import ContainerError, NotFoundError
+from capsa.runtime import env as envmod
+from capsa.runtime.mounts import Session, resolve_in_root
+from capsa.runtime.passwd import group_text, passwd_text
+from capsa.runtime.spec import LIBS_DIR, ContainerSpec
+
+log = logging.getLogger("capsa.runtime.tree")
+
+_SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64",
+                "/proc", "/root", "/sbin", "/sys", "/usr", "/var")
+_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+class Mount(NamedTuple):
+    """One planned mount: ``bind`` a host path, ``dev`` (a minimal /dev) or
+    ``dir`` (only make sure the directory exists)."""
+
+    kind: str
+    source: str
+    dest: str
+    readonly: bool = False
+    recursive: bool = True
+    directory: bool = True
+
+
+class Plan(NamedTuple):
+    """What the container process needs once the tree is built."""
+
+    root: str
+    cwd: str
+    argv: list[str]
+    env: dict[str, str]
+    has_shell: bool
+    scripts: list[str]
+    mount_proc: bool
+
+
+class NoTestScript(Exception):
+    """The image has no test script: Apptainer says so and exits 0."""
+
+
+class Tree:
+    """Plans, prepares and performs the mounts of one container."""
+
+    def __init__(self, session: Session, spec: ContainerSpec) -> None:
+        self.session = session
+        self.spec = spec
+        self.mounts: list[Mount] = []
+        self.root = ""
+
+    # -- 1. plan -----------------------------------------------------------
+    def add(self, source: str, dest: str, *, readonly: bool = False,
+            recursive: bool = True) -> None:
+        self.mounts.append(Mount("bind", source, dest, readonly, recursive,
+                                 os.path.isdir(source)))
+
+    def plan(self, lower: str) -> None:
+        spec = self.spec
+        if "proc" not in spec.no_mount:
+            if spec.pid_ns:
+                self.mounts.append(Mount("dir", "", "/proc"))
+            else:
+                self.add("/proc", "/proc")
+        if "sys" not in spec.no_mount:
+            self.add("/sys", "/sys")
+        if "dev" not in spec.no_mount:
+            if spec.contain:
+                self.mounts.append(Mount("dev", "", "/dev"))
+            else:
+                self.add("/dev", "/dev")
+        self._plan_home()
+        self._plan_system_files()
+        for bind in spec.binds:
+            self.add(bind.source, bind.dest, readonly=bind.readonly)
+        self._plan_cwd()
+        if spec.gpu is not None:
+            self._plan_gpu()
+        self._plan_identity(lower)
+
+    def _plan_home(self) -> None:
+        spec = self.spec
+        if "home" in spec.no_mount:
+            return
+        source = spec.home_source
+        if spec.contain and source == spec.identity.home:
+            source = self.session.sub("home")
+        if not os.path.isdir(source):
+            log.debug("home directory %s does not exist, not mounting it", source)
+            return
+        self.add(source, spec.home_dest)
+
+    def _plan_system_files(self) -> None:
+        spec = self.spec
+        if "tmp" not in spec.no_mount:
+            contained = spec.contain
+            self.add(self.session.sub("tmp") if contained else "/tmp", "/tmp")
+            self.add(self.session.sub("vartmp") if contained else "/var/tmp", "/var/tmp")
+        paths = ["/etc/resolv.conf"]
+        if "bind-paths" not in spec.no_mount:
+            paths[:0] = ["/etc/localtime", "/etc/hosts"]
+        for path in paths:
+            if os.path.exists(path) and path not in spec.no_mount:
+                self.add(path, path, recursive=False)
+
+    def _plan_cwd(self) -> None:
+        spec = self.spec
+        cwd = spec.cwd
+        if spec.contain or "cwd" in spec.no_mount or not cwd or cwd in _SYSTEM_DIRS:
+            return
+        if cwd.startswith(("/proc/", "/sys/", "/dev/")):
+            return
+        for mount in self.mounts:
+            if mount.kind == "bind" and (cwd == mount.dest or
+                                         cwd.startswith(mount.dest.rstrip("/") + "/")):
+                return
+        self.add(cwd, cwd)
+
+    def _plan_gpu(self) -> None:
+        plan = self.spec.gpu
+        assert plan is not None
+        for warning in plan.warnings:
+            log.warning("%s", warning)
+        for library in plan.libraries:
+            self.add(library, f"{LIBS_DIR}/{os.path.basename(library)}", recursive=False)
+        for binary in plan.binaries:
+            self.add(binary, f"/usr/bin/{os.path.basename(binary)}", recursive=False)
+        for host, inside in plan.files:
+            self.add(host, inside, recursive=False)
+
+    def _plan_identity(self, lower: str) -> None:
+        spec = self.spec
+        who = spec.identity
+        for name in ("passwd", "group"):
+            try:
+                path = lower + resolve_in_root(lower, f"/etc/{name}")
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    current = handle.read()
+            except OSError:
+                log.warning("%s file doesn't exist in container, not updating", name)
+                continue
+            if name == "passwd":
+                text = passwd_text(current, who, spec.home_dest)
+            else:
+                text = group_text(current, who, _group_names(who.gid, who.groups))
+            generated = self.session.sub(f"files/{name}")
+            with open(generated, "w", encoding="utf-8") as out:
+                out.write(text)
+            self.add(generated, f"/etc/{name}", recursive=False)
+
+    # -- 2. mount points in the upper layer ---------------------------------
+    def precreate(self, lower: str, upper: str) -> None:
+        """Create, in *upper*, each mount point that *lower* lacks."""
+        for mount in self.mounts:
+            inside = resolve_in_root(lower, mount.dest)
+            if os.path.lexists(lower + inside) or os.path.lexists(upper + inside):
+                continue
+            _create(upper + inside, mount.directory, mount.dest)
+
+    # -- 3. mount ----------------------------------------------------------
+    def apply(self, root: str) -> None:
+        self.root = root
+        for mount in self.mounts:
+            host = self._target(mount)
+            if host is None:
+                continue
+            if mount.kind == "dev":
+                self._minimal_dev(host)
+            elif mount.kind == "bind":
+                self._bind(mount, host)
+
+    def _target(self, mount: Mount) -> str | None:
+        host = self.root + resolve_in_root(self.root, mount.dest)
+        if os.path.lexists(host):
+            return host
+        if self.spec.writable:
+            log.warning("skipping mount of %s: destination doesn't exist in container",
+                        mount.dest)
+            return None
+        _create(host, mount.directory, mount.dest)
+        return host
+
+    def _bind(self, mount: Mount, host: str) -> None:
+        try:
+            linux.bind(mount.source, host, recursive=mount.recursive, readonly=mount.readonly)
+        except OSError as err:
+            raise ContainerError(f"mount {mount.source}->{mount.dest} error: while mounting "
+                                 f"{mount.source}: {err.strerror}") from err
+
+    def _minimal_dev(self, dev: str) -> None:
+        linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755")
+        nodes = [f"/dev/{n}" for n in _DEV_NODES if os.path.exists(f"/dev/{n}")]
+        if self.spec.gpu is not None:
+            nodes += [d for d in self.spec.gpu.devices if d.startswith("/dev/")]
+        for node in nodes:
+            target = dev + node[4:]
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+            linux.bind(node, target, recursive=False, extra=linux.MS_NOSUID)
+        for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                           ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                           ("ptmx", "pts/ptmx")):
+            os.symlink(link, f"{dev}/{name}")
+        os.mkdir(f"{dev}/shm")
+        os.chmod(f"{dev}/shm", 0o1777)
+        os.mkdir(f"{dev}/pts", 0o755)
+        try:
+            linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                        "newinstance,ptmxmode=0666,mode=0620")
+        except OSError as err:
+            log.debug("no devpts in the container: %s", err)
+        if os.isatty(0):
+            os.close(os.open(f"{dev}/console", os.O_CREAT | os.O_WRONLY, 0o600))
+            linux.bind(os.ttyname(0), f"{dev}/console", recursive=False)
+
+    # -- what the container process runs ------------------------------------
+    def finish(self) -> Plan:
+        spec = self.spec
+        cwd = self._working_dir()
+        scripts = envmod.env_script_paths(self.root, spec.app)
+        has_shell = _executable(self.root, "/bin/sh")
+        argv = self._action_argv(has_shell)
+        base = envmod.base_env(dict(spec.host_env), home=spec.home_dest,
+                               image_ref=spec.image_ref, action=spec.action,
+                               binds=",".join(b.dest for b in spec.binds))
+        if spec.gpu is not None:
+            base.update(spec.gpu.env)
+        if not (spec.writable or spec.writable_tmpfs or
+                any(not o.readonly for o in spec.overlays)):
+            try:
+                linux.remount(self.root, linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
+            except OSError as err:
+                log.debug("could not make the root read-only: %s", err)
+        mount_proc = spec.pid_ns and "proc" not in spec.no_mount
+        return Plan(self.root, cwd, argv, base, has_shell, scripts, mount_proc)
+
+    def _working_dir(self) -> str:
+        spec = self.spec
+        if spec.pwd:
+            if not os.path.isdir(self.root + resolve_in_root(self.root, spec.pwd)):
+                raise ContainerError(f"Could not set working directory: chdir {spec.pwd}: "
+                                     "no such file or directory")
+            return spec.pwd
+        wanted = spec.home_dest if spec.contain else spec.cwd
+        for candidate in (wanted, spec.home_dest):
+            if candidate and os.path.isdir(self.root + resolve_in_root(self.root, candidate)):
+                return candidate
+        return "/"
+
+    def _action_argv(self, has_shell: bool) -> list[str]:
+        spec = self.spec
+        if spec.action == "exec":
+            return list(spec.argv)
+        if spec.action == "shell":
+            return self._shell_argv(has_shell)
+        if spec.action == "test":
+            return self._script_argv(("/.singularity.d/test",), test=True)
+        app = spec.app
+        candidates = ((f"/scif/apps/{app}/scif/runscript",) if app else (
+            "/.singularity.d/runscript", "/apptainer", "/singularity"))
+        return self._script_argv(candidates, test=False)
+
+    def _script_argv(self, candidates: tuple[str, ...], *, test: bool) -> list[str]:
+        for path in candidates:
+            host = self.root + resolve_in_root(self.root, path)
+            if os.path.isfile(host):
+                if os.access(host, os.X_OK):
+                    return [path, *self.spec.argv]
+                return ["/bin/sh", path, *self.spec.argv]
+        if test:
+            raise NoTestScript()
+        if self.spec.app:
+            raise NotFoundError(f"no runscript for app {self.spec.app} in the container")
+        if _executable(self.root, "/bin/sh"):
+            return ["/bin/sh", *self.spec.argv]
+        raise NotFoundError("no runscript and no /bin/sh executable found in the container")
+
+    def _shell_argv(self, has_shell: bool) -> list[str]:
+        spec = self.spec
+        if spec.shell:
+            return [spec.shell, *spec.argv]
+        if _executable(self.root, "/bin/bash"):
+            return ["/bin/bash", "--norc", *spec.argv]
+        if has_shell:
+            return ["/bin/sh", *spec.argv]
+        raise NotFoundError("no shell found in the container (no /bin/bash nor /bin/sh)")
+
+
+def _create(host: str, directory: bool, dest: str) -> None:
+    try:
+        if directory:
+            os.makedirs(host, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(host), exist_ok=True)
+            os.close(os.open(host, os.O_CREAT | os.O_WRONLY, 0o644))
+    except OSError as err:
+        raise ContainerError(f"could not create mount point {dest} in the container: "
+                             f"{err.strerror}") from err
+
+
+def _executable(root: str, path: str) -> bool:
+    return os.access(root + resolve_in_root(root, path), os.X_OK)
+
+
+def _group_names(gid: int, groups: tuple[int, ...]) -> dict[int, str]:
+    import grp
+
+    names: dict[int, str] = {}
+    for number in (gid, *groups):
+        try:
+            names[number] = grp.getgrgid(number).gr_name
+        except KeyError:
+            continue
+    return names
