@@ -121,11 +121,19 @@ def _run_packer(runner: Runner, argv: Sequence[str], read_fd: int,
 
 
 def _feed(write_fd: int, write_tar: Callable[[BinaryIO], object]) -> object:
-    with os.fdopen(write_fd, "wb", buffering=1 << 20) as pipe:
-        try:
-            return write_tar(pipe)
-        except BrokenPipeError:
-            raise ToolError("tar2sqfs stopped reading its input") from None
+    pipe = os.fdopen(write_fd, "wb", buffering=1 << 20)
+    try:
+        result = write_tar(pipe)
+        pipe.close()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            pipe.close()
+        raise ToolError("tar2sqfs stopped reading its input") from None
+    except BaseException:
+        with contextlib.suppress(OSError):  # a flush into a dead pipe
+            pipe.close()
+        raise
+    return result
 
 
 def _check(outcome: dict[str, Completed | BaseException], dest: str | os.PathLike[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,5 +51,24 @@ def gpu_sandbox() -> Iterator[Path]:
         root = build_gpu_sandbox(base)
         open_up(base)
         yield root
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gpu_squashfs(gpu_sandbox: Path) -> Iterator[Path]:
+    """The sandbox as a bare squashfs image, without /usr/bin and
+    /.singularity.d/libs: the runtime must make those mount points itself."""
+    if shutil.which("mksquashfs") is None:
+        pytest.skip("mksquashfs is needed for the squashfs GPU test image")
+    base = Path(tempfile.mkdtemp(prefix="gpusqfs-", dir=SCRATCH))
+    image = base / "gpu.sqfs"
+    try:
+        subprocess.run(["mksquashfs", str(gpu_sandbox), str(image), "-noappend", "-quiet",
+                        "-no-progress", "-all-root", "-e", "usr/bin", ".singularity.d/libs"],
+                       check=True, capture_output=True)
+        os.chmod(base, 0o755)
+        os.chmod(image, 0o644)
+        yield image
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -46,7 +46,8 @@ NV_DATA = (
 )
 # name -> (major, minor) of the real drivers' nodes
 NV_DEVICES = {"nvidia0": (195, 0), "nvidia1": (195, 1), "nvidiactl": (195, 255),
-              "nvidia-uvm": (510, 0), "nvidia-modeset": (195, 254)}
+              "nvidia-uvm": (510, 0), "nvidia-modeset": (195, 254),
+              "nvidia-caps/nvidia-cap1": (236, 1), "nvidia-caps/nvidia-cap2": (236, 2)}
 ROCM_DEVICES = {"kfd": (511, 0), "dri/card0": (226, 0), "dri/renderD128": (226, 128)}
 
 
@@ -191,6 +192,23 @@ int main(void) {
     return 0;
 }
 """
+# For a real GPU: the CUDA driver API, reached the same way (no toolkit needed).
+COUNT_SOURCE = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+int main(void) {
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW);
+    if (lib == NULL) { printf("dlopen failed: %s\n", dlerror()); return 1; }
+    int (*init)(unsigned) = (int (*)(unsigned))dlsym(lib, "cuInit");
+    int (*count)(int *) = (int (*)(int *))dlsym(lib, "cuDeviceGetCount");
+    if (init == NULL || count == NULL) { printf("not a CUDA driver\n"); return 1; }
+    int n = 0, status = init(0);
+    if (status != 0) { printf("cuInit failed: %d\n", status); return 1; }
+    status = count(&n);
+    printf("CUDA devices: %d (status %d)\n", n, status);
+    return status != 0 || n < 1;
+}
+"""
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "test", "[", "env", "echo", "head", "readlink",
                    "od", "stat", "true", "id", "grep")
 SANDBOX_DIRS = ("bin", "dev", "proc", "sys", "tmp", "var/tmp", "var/run", "home", "root",
@@ -217,6 +235,9 @@ def build_gpu_sandbox(base: Path) -> Path:
     source = base / "probe.c"
     source.write_text(PROBE_SOURCE)
     subprocess.run(["gcc", "-o", str(root / "opt/probe/cuda-probe"), str(source)], check=True)
+    source = base / "count.c"
+    source.write_text(COUNT_SOURCE)
+    subprocess.run(["gcc", "-o", str(root / "opt/probe/cuda-count"), str(source)], check=True)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
     for name in ("etc/hosts", "etc/localtime", "etc/resolv.conf"):

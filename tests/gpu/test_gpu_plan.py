@@ -172,11 +172,11 @@ def test_nv_plan_without_contain(fake_driver: FakeDriver) -> None:
 
 def test_nv_plan_under_contain_lists_every_nvidia_node(fake_driver: FakeDriver) -> None:
     plan = gpu.discover("nv", nv_list(), host_for(fake_driver), contain=True)
-    assert names(plan.devices) == ["nvidia-modeset", "nvidia-uvm", "nvidia0", "nvidia1",
-                                   "nvidiactl"]
-    targets = {gpu.device_target(d, str(fake_driver.root)) for d in plan.devices}
-    assert targets == {"/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm",
-                       "/dev/nvidia-modeset"}
+    # MIG's /dev/nvidia-caps directory is listed by the nodes inside it
+    targets = [gpu.device_target(d, str(fake_driver.root)) for d in plan.devices]
+    assert targets == ["/dev/nvidia-caps/nvidia-cap1", "/dev/nvidia-caps/nvidia-cap2",
+                       "/dev/nvidia-modeset", "/dev/nvidia-uvm", "/dev/nvidia0",
+                       "/dev/nvidia1", "/dev/nvidiactl"]
     assert gpu.device_target("/dev/nvidia0") == "/dev/nvidia0"
     # the rest of the plan does not depend on --contain
     loose = gpu.discover("nv", nv_list(), host_for(fake_driver), contain=False)

@@ -26,6 +26,8 @@ def fake_cli(directory: Path, driver: FakeDriver) -> tuple[Path, Path]:
     listing = "\n".join([
         "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0", "/dev/nvidia1",
         driver.host("/usr/bin/nvidia-smi"),
+        "/usr/bin/nvidia-cuda-mps-control",  # compute: kept by default
+        str(driver.lib64 / "libEGL_nvidia.so.535.104.05"),  # graphics: not by default
         str(driver.lib64 / "libcuda.so.535.104.05"),
         str(driver.lib64 / "libnvidia-ml.so.535.104.05"),
         str(driver.lib32 / "libcuda.so.535.104.05"),  # --compat32 style entry: skipped
@@ -68,7 +70,8 @@ def test_default_is_every_gpu(cli: tuple[Path, Path], fake_driver: FakeDriver) -
         str(lib64 / "libcuda.so.535.104.05"), str(lib64 / "libcuda.so.1"),
         str(lib64 / "libcuda.so"), str(lib64 / "libnvidia-ml.so.535.104.05"),
         str(lib64 / "libnvidia-ml.so.1")}
-    assert plan.binaries == (fake_driver.host("/usr/bin/nvidia-smi"),)
+    assert plan.binaries == (fake_driver.host("/usr/bin/nvidia-smi"),
+                             "/usr/bin/nvidia-cuda-mps-control")
     assert plan.files == (("/run/nvidia-persistenced/socket",
                            "/run/nvidia-persistenced/socket"),)
     assert plan.devices == ()  # the whole /dev is there without --contain
@@ -122,3 +125,31 @@ def test_empty_listing_warns_like_nv() -> None:
     plan = gpu.plan_from_nvccli_listing("", contain=True, visible="all")
     assert plan.warnings == ("Could not find any nv files on this host!",
                              "Could not find any nv libraries on this host!")
+
+
+def test_driver_capabilities_choose_the_files(cli: tuple[Path, Path],
+                                              fake_driver: FakeDriver) -> None:
+    """NVIDIA_DRIVER_CAPABILITIES (default compute,utility) as configure reads it."""
+    def libs(value: str) -> list[str]:
+        plan = gpu.gpu_plan("nvccli", contain=False,
+                            environ=environ(cli, NVIDIA_DRIVER_CAPABILITIES=value))
+        return sorted(os.path.basename(p) for p in (*plan.libraries, *plan.binaries))
+
+    assert "libEGL_nvidia.so.0" not in libs("")
+    assert libs("utility") == ["libnvidia-ml.so.1", "libnvidia-ml.so.535.104.05", "nvidia-smi"]
+    graphics = libs("graphics")
+    assert "libEGL_nvidia.so.0" in graphics and "libcuda.so.1" not in graphics
+    every = libs("all")
+    assert {"libEGL_nvidia.so.0", "libcuda.so.1", "nvidia-smi",
+            "nvidia-cuda-mps-control"} <= set(every)
+
+
+def test_capability_classes() -> None:
+    default = gpu.NV_DEFAULT_CAPABILITIES
+    assert gpu.capability_allows("/usr/lib/libcuda.so.535.1", default)
+    assert gpu.capability_allows("/usr/bin/nvidia-smi", default)
+    assert not gpu.capability_allows("/usr/lib/libnvidia-encode.so.535.1", default)
+    assert gpu.capability_allows("/usr/lib/libnvidia-encode.so.535.1", ["video"])
+    assert not gpu.capability_allows("/usr/lib/libGLX_nvidia.so.0", default)
+    assert not gpu.capability_allows("/usr/lib/libGL.so.1", ["compute"])
+    assert gpu.capability_allows("/usr/lib/libsomething-new.so.1", default)  # no class

@@ -8,14 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from support.cli import Capsa
 from tests.integrity.conftest import (
     REFERENCE_IMAGES,
     REFERENCE_KEYS,
     make_image,
     sha256_file,
 )
+
+from support.cli import Capsa
 
 pytestmark = [pytest.mark.needs_shared, pytest.mark.usefixtures("gpg_available")]
 FINGERPRINT = "12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84"
@@ -150,7 +150,7 @@ def test_unsigned_and_altered(any_capsa: Capsa, keys_env: dict[str, str], fresh:
 def test_new_pair_and_passphrases(any_capsa: Capsa, keys_env: dict[str, str],
                                   fresh: Path) -> None:
     made = any_capsa("key", "newpair", "--name", "Jane Doe", "--email", "jane@example.com",
-                     "--comment", "test key", "--password", "s3cret", "--bit-length", "2048",
+                     "--comment", "test key", "--password", "s3cret", "--bit-length", "1024",
                      env=keys_env, timeout=600)
     assert made.returncode == 0, made
     assert "Generating Entity and OpenPGP Key Pair... done" in made.stdout
@@ -193,3 +193,44 @@ def test_bad_input_changes_nothing(any_capsa: Capsa, keys_env: dict[str, str], f
     assert sha256_file(ring) == ring_before
     assert sha256_file(fresh) == before
     assert "Traceback" not in truncated.stderr + broken.stderr + not_key.stderr
+
+
+def test_encrypted_pem_key(any_capsa: Capsa, fresh: Path, scratch: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = scratch / "enc.pem"
+    private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pem-pass")))
+    public = scratch / "enc.pub.pem"
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    os.chmod(private, 0o644)
+    os.chmod(public, 0o644)
+    before = sha256_file(fresh)
+    wrong = any_capsa("sign", "--key", str(private), str(fresh), input="nope")
+    assert wrong.returncode == 255 and "incorrect password" in wrong.stderr
+    assert sha256_file(fresh) == before
+    any_capsa("sign", "--key", str(private), str(fresh), input="pem-pass", check=True)
+    any_capsa("verify", "--key", str(public), str(fresh), check=True)
+
+
+def test_protected_secret_key_round_trip(any_capsa: Capsa, scratch: Path) -> None:
+    first = {"APPTAINER_KEYSDIR": str(scratch / "first")}
+    second = {"APPTAINER_KEYSDIR": str(scratch / "second")}
+    any_capsa("key", "newpair", "-N", "Round Trip", "-E", "rt@example.com", "-C", "",
+              "-P", "rt-pass", "-b", "1024", env=first, check=True)
+    exported = scratch / "secret.gpg"
+    bad = any_capsa("key", "export", "--secret", str(exported), env=first, input="nope\n")
+    assert bad.returncode == 255 and "passphrase" in bad.stderr and not exported.exists()
+    any_capsa("key", "export", "--secret", str(exported), env=first, input="rt-pass\n",
+              check=True)
+    refused = any_capsa("key", "import", str(exported), env=second, input="nope\n")
+    assert refused.returncode == 255 and "passphrase" in refused.stderr
+    assert not (scratch / "second" / "pgp-secret").exists()
+    done = any_capsa("key", "import", str(exported), env=second, input="rt-pass\n")
+    assert done.returncode == 0, done
+    assert "successfully added to the private keyring" in done.stdout
+    assert "Round Trip () <rt@example.com>" in any_capsa("key", "list", "-s", env=second).stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.integrity.conftest import REFERENCE_KEYS
 
 from capsa.errors import AlreadyExistsError, FormatError, NotFoundError
 from capsa.integrity.keyring import Keyring, read_keyring
@@ -20,7 +21,6 @@ from capsa.integrity.pgpkeys import (
     split_keys,
     split_user_id,
 )
-from tests.integrity.conftest import REFERENCE_KEYS
 
 pytestmark = pytest.mark.needs_shared
 FINGERPRINT = "12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84"

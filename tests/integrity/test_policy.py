@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.integrity.conftest import OTHER_PASSPHRASE, REFERENCE_KEYS
 
 from capsa.errors import FormatError, NotFoundError, SignatureError
+from capsa.integrity.dsse import load_private_key
 from capsa.integrity.pgpkeys import PgpKey
 from capsa.integrity.policy import enforce_signed, load_policy, read_config
 from capsa.integrity.sign import DsseSigner, PgpSigner, sign_image
-from capsa.integrity.dsse import load_private_key
-from tests.integrity.conftest import OTHER_PASSPHRASE, REFERENCE_KEYS
 
 pytestmark = pytest.mark.needs_shared
 

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.integrity.conftest import REFERENCE_IMAGES, REFERENCE_KEYS
 
 from capsa.errors import CapsaError, SignatureError
 from capsa.integrity.dsse import load_public_key
 from capsa.integrity.verify import KeyMaterial, Keyring, verify_image
 from capsa.sif import SifImage
-from tests.integrity.conftest import REFERENCE_IMAGES, REFERENCE_KEYS
 
 pytestmark = pytest.mark.needs_shared
 

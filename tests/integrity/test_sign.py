@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.integrity.conftest import (
+    OTHER_PASSPHRASE,
+    REFERENCE_KEYS,
+    make_image,
+    sha256_file,
+)
 
 from capsa.errors import NotFoundError, SignatureError, UsageError
 from capsa.integrity.dsse import load_private_key, load_public_key
@@ -12,12 +18,6 @@ from capsa.integrity.pgpkeys import PgpKey
 from capsa.integrity.sign import DsseSigner, PgpSigner, sign_image
 from capsa.integrity.verify import KeyMaterial, Keyring, verify_image
 from capsa.sif import DataType, HashType, NewObject, SifImage, add_objects, create
-from tests.integrity.conftest import (
-    OTHER_PASSPHRASE,
-    REFERENCE_KEYS,
-    make_image,
-    sha256_file,
-)
 
 pytestmark = pytest.mark.needs_shared
 
@@ -77,7 +77,7 @@ def test_group_and_object_selection(tmp_path: Path, ref_secret: PgpKey,
 
 def test_another_key_fails(image: Path, other_secret: PgpKey, ref_keyring: Path) -> None:
     sign_image(image, PgpSigner(other_secret, OTHER_PASSPHRASE))
-    with pytest.raises(SignatureError, match="signed by unknown entity|unknown entity"):
+    with pytest.raises(SignatureError, match="made by unknown entity"):
         verify_image(image, pgp_keys(ref_keyring))
 
 

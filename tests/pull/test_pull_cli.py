@@ -283,3 +283,27 @@ def test_concurrent_pulls_share_one_cache(capsa: Capsa, images: Any,
     for i in range(1, 4):
         assert (scratch / f"c{i}.sif").read_bytes() == first
     assert not list((scratch / "cache").rglob(".tmp-*"))
+
+
+def test_push_and_pull_oras(any_capsa: Capsa, images: Any, scratch: Path) -> None:
+    env = _env(scratch)
+    pulled = any_capsa("pull", "--no-https", "b.sif", images.ref("test/busybox:latest"),
+                       cwd=scratch, env=env)
+    assert pulled.returncode == 0, pulled
+    host = images.registry.host
+    name = f"sif/busybox-{any_capsa.user.name}:v1"
+    pushed = any_capsa("push", "--no-https", "b.sif", f"oras://{host}/{name}", cwd=scratch,
+                       env=env)
+    assert pushed.returncode == 0, pushed
+    back = any_capsa("pull", "--no-https", "back.sif", f"oras://{host}/{name}", cwd=scratch,
+                     env=env)
+    assert back.returncode == 0, back
+    assert (scratch / "back.sif").read_bytes() == (scratch / "b.sif").read_bytes()
+    again = any_capsa("pull", "--no-https", "again.sif", f"oras://{host}/{name}",
+                      cwd=scratch, env=env)
+    assert "Using cached SIF image" in again.stderr
+    not_sif = any_capsa("pull", "--no-https", "x.sif", f"oras://{images.ref('test/busybox')[9:]}",
+                        cwd=scratch, env=env)
+    assert not_sif.returncode == 255
+    assert "not a SIF artifact" in not_sif.stderr or "FATAL" in not_sif.stderr
+    assert not (scratch / "x.sif").exists()

@@ -56,11 +56,12 @@ def test_parse_challenges(header: str, expected: list[tuple[str, list[tuple[str,
 
 
 def test_pick_prefers_bearer() -> None:
-    assert pick_challenge(parse_challenges('Basic realm="a", Bearer realm="b"')).scheme == "bearer"
+    picked = pick_challenge(parse_challenges('Basic realm="a", Bearer realm="b"'))
+    assert picked is not None and picked.scheme == "bearer"
     assert pick_challenge(parse_challenges("Negotiate")) is None
 
 
-_value = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='"\\'),
+_value = st.text(st.characters(exclude_categories=["Cs"], exclude_characters='"\\'),
                  max_size=30)
 
 

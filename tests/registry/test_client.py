@@ -26,7 +26,9 @@ AMD64 = Platform("linux", "amd64")
 
 def _client(reg: MemoryRegistry | MemoryNetwork, creds: Credentials | None = None,
             **kwargs: object) -> RegistryClient:
-    return RegistryClient(reg, CredentialStore(creds), **kwargs)  # type: ignore[arg-type]
+    client = RegistryClient(reg, CredentialStore(creds), **kwargs)  # type: ignore[arg-type]
+    client.retry_delay = 0
+    return client
 
 
 def _add(reg: MemoryRegistry, name: str = "lib/img", tag: str = "v1",
@@ -152,7 +154,7 @@ def test_unknown_repository_or_tag() -> None:
 
 
 def test_unknown_host() -> None:
-    with pytest.raises(RegistryError, match="unknown host 'other.test'"):
+    with pytest.raises(RegistryError, match=r"unknown host 'other\.test'"):
         _client(MemoryRegistry(HOST)).resolve(_ref(host="other.test"), AMD64)
 
 
@@ -288,7 +290,7 @@ def test_missing_blob() -> None:
     client = _client(reg)
     ref = parse_reference(_ref())
     desc = Descriptor("x", "sha256:" + "3" * 64, 3)
-    with pytest.raises(NotFoundError, match="blob sha256:3+ of registry.test/lib/img not found"):
+    with pytest.raises(NotFoundError, match=r"blob sha256:3+ of registry\.test/lib/img not found"):
         client.fetch_blob(ref, desc, io.BytesIO())
 
 
@@ -415,3 +417,42 @@ def test_search_reports_auth_errors_over_not_found() -> None:
     conf = _conf('unqualified-search-registries = ["first.test", "second.test"]')
     with pytest.raises(AuthError):
         _client(MemoryNetwork([first, second]), config=conf).resolve("x", AMD64)
+
+
+# -- transient failures
+
+
+def test_server_errors_are_retried() -> None:
+    reg = MemoryRegistry(HOST, flaky={"/manifests/": 2, "/blobs/": 2})
+    image = _add(reg)
+    client = _client(reg)
+    got = client.resolve(_ref(), AMD64)
+    assert client.fetch_blob_bytes(got.reference, got.config) == image.config
+    reg.flaky = {"/manifests/": 3}
+    with pytest.raises(RegistryError, match="HTTP 503"):
+        client.resolve(_ref(), AMD64)
+
+
+def test_broken_download_is_restarted() -> None:
+    reg = MemoryRegistry(HOST)
+    image = _add(reg)
+    layer = sha256(image.layers[0])
+    reg.break_blobs[layer] = 2
+    client = _client(reg)
+    got = client.resolve(_ref(), AMD64)
+    out = io.BytesIO()
+    client.fetch_blob(got.reference, got.layers[0], out)
+    assert out.getvalue() == image.layers[0]
+    reg.break_blobs[layer] = 3
+    out = io.BytesIO()
+    from capsa.registry.transport import ConnectionLost
+
+    with pytest.raises(ConnectionLost, match="broke"):
+        client.fetch_blob(got.reference, got.layers[0], out)
+    assert out.getvalue() == b""
+
+
+def test_writes_are_not_retried() -> None:
+    reg = MemoryRegistry(HOST, flaky={"/manifests/": 1})
+    with pytest.raises(RegistryError, match="HTTP 503"):
+        _client(reg).push_manifest(parse_reference(_ref()), OCI_MANIFEST, b"{}")

@@ -100,7 +100,7 @@ def test_remove(tmp_path: Path) -> None:
     file.store("b.test", Credentials("u", "p"))
     file.remove("a.test")
     assert file.hosts() == ["b.test"]
-    with pytest.raises(NotFoundError, match='"a.test" is not logged in'):
+    with pytest.raises(NotFoundError, match=r'"a\.test" is not logged in'):
         file.remove("a.test")
 
 

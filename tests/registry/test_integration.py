@@ -95,7 +95,7 @@ def test_connection_refused() -> None:
 
 def test_unknown_host() -> None:
     with open_client(RegistryOptions()) as client, \
-            pytest.raises(RegistryError, match="unknown host 'no-such-registry.invalid'"):
+            pytest.raises(RegistryError, match=r"unknown host 'no-such-registry\.invalid'"):
         client.resolve("no-such-registry.invalid/x")
 
 
@@ -267,3 +267,47 @@ def test_server_that_closes_mid_body() -> None:
         client.fetch_blob(parse_reference(f"127.0.0.1:{port}/x"), desc, io.BytesIO())
     thread.join(5)
     server.close()
+
+
+def test_stale_keepalive_connection_is_retried() -> None:
+    """A server that closes an idle keep-alive connection: the next request
+    goes out again on a fresh one."""
+    import threading
+
+    from capsa.registry.transport import Request
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(2)
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        for body in (b"first", b"second"):
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            conn.close()  # despite HTTP/1.1 keep-alive
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    transport = HTTPTransport(timeout=10)
+    try:
+        for expected in (b"first", b"second"):
+            resp = transport.send(Request("GET", f"http://127.0.0.1:{port}/x"))
+            assert resp.read() == expected
+            resp.close()
+    finally:
+        transport.close()
+        thread.join(5)
+        server.close()
+
+
+def test_upload_of_a_lying_stream_is_stopped(plain_registry: Registry) -> None:
+    ref = parse_reference(plain_registry.ref("lying/img:v1"))
+    desc = Descriptor("x", sha256(b"a" * 4096), 4096)
+    with _client(plain_registry) as client:
+        with pytest.raises(DigestMismatchError):
+            client.push_blob(ref, desc, io.BytesIO(b"b" * 4096))
+        assert not client.blob_exists(ref, desc.digest)
+        client.push_blob(ref, desc, io.BytesIO(b"a" * 4096))
+        assert client.blob_exists(ref, desc.digest)

@@ -116,3 +116,32 @@ def test_help_lists_the_subcommands(capsa: Capsa) -> None:
     for name in ("new", "add", "del", "list", "info", "dump", "header", "setprim"):
         assert name in result.stdout
     assert "--signentity" in capsa("sif", "add", "--help").stdout
+
+
+def test_a_user_reads_but_cannot_edit_a_root_image(capsa: Capsa, capsa_user: Capsa,
+                                                   scratch: Path) -> None:
+    image = scratch / "root.sif"
+    obj = scratch / "obj"
+    obj.write_bytes(b"x")
+    os.chmod(obj, 0o644)
+    assert capsa("sif", "new", str(image)).returncode == 0
+    assert capsa("sif", "add", str(image), str(obj), "--datatype", "7").returncode == 0
+    os.chmod(image, 0o644)
+    before = image.read_bytes()
+    assert capsa_user("sif", "list", str(image)).returncode == 0
+    assert capsa_user("sif", "dump", "1", str(image)).stdout == "x"
+    for argv in (["add", str(image), str(obj), "--datatype", "7"], ["del", "1", str(image)]):
+        result = capsa_user("sif", *argv)
+        assert result.returncode == 255, result
+        assert result.stderr == f"FATAL:   could not open image {image}: permission denied\n"
+    assert image.read_bytes() == before
+    os.chmod(scratch, 0o755)  # the user may not create files here any more
+    result = capsa_user("sif", "new", str(scratch / "user.sif"))
+    assert result.returncode == 255 and "permission denied" in result.stderr.lower(), result
+    os.chmod(scratch, 0o1777)
+
+
+@pytest.mark.needs_shared
+def test_siftool_is_an_alias_of_sif(capsa: Capsa) -> None:
+    image = str(IMAGES / "two-groups.sif")
+    assert capsa("siftool", "list", image).stdout == capsa("sif", "list", image).stdout != ""

@@ -35,6 +35,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPES = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "gzip6": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
     "plain": "application/vnd.oci.image.layer.v1.tar",
 }
@@ -85,6 +86,8 @@ def tar_bytes(members: Iterable[Member]) -> bytes:
 def compress(data: bytes, kind: str) -> bytes:
     if kind == "gzip":
         return gzip.compress(data, compresslevel=1, mtime=0)
+    if kind == "gzip6":  # what registries usually serve (docker's default level)
+        return gzip.compress(data, compresslevel=6, mtime=0)
     if kind == "zstd":
         return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True,
                               check=True).stdout

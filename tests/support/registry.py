@@ -12,6 +12,8 @@ hostile_registry``):
   Anonymous clients get ``pull`` on repositories under ``public/`` (Docker
   Hub's anonymous token flow); with ``.username``/``.password`` they get
   what they ask for; wrong credentials get 401.
+- ``tls_registry``: anonymous, HTTPS with a certificate for 127.0.0.1 signed
+  by a test CA (``.ca_file``; give capsa ``SSL_CERT_FILE=<ca_file>``).
 - ``hostile_registry``: a tiny Python server that serves whatever it is
   given (wrong digests, short blobs, odd media types): no validation at all.
 
@@ -44,6 +46,7 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -96,10 +99,11 @@ class _Pusher:
     host: str
     username: str | None
     password: str | None
+    ca_file: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ca_file else 'http'}://{self.host}"
 
     @property
     def creds(self) -> str | None:
@@ -150,7 +154,7 @@ class _Pusher:
             hdrs["Authorization"] = auth
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=hdrs)
         try:
-            return urllib.request.urlopen(req, timeout=30)
+            return urllib.request.urlopen(req, timeout=30, context=_tls_context(self.ca_file))
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")
             raise AssertionError(f"{method} {path}: {err.code} {detail}") from err
@@ -177,6 +181,7 @@ class Registry(_Pusher):
     password: str | None = None
     token_server: TokenServer | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    ca_file: Path | None = None
 
     def push_oci_layout(self, layout_dir: str | Path, name: str,
                         src_tag: str | None = None) -> None:
@@ -211,7 +216,13 @@ class Registry(_Pusher):
             self.token_server.stop()
 
 
-def _registry_config(root: Path, port: int, auth: str) -> str:
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+
+
+def _registry_config(root: Path, port: int, auth: str, tls: bool = False) -> str:
+    tls_lines = ["  tls:", f"    certificate: {root / 'tls.crt'}",
+                 f"    key: {root / 'tls.key'}"] if tls else []
     return "\n".join([
         "version: 0.1",
         "log:",
@@ -226,18 +237,22 @@ def _registry_config(root: Path, port: int, auth: str) -> str:
         "http:",
         f"  addr: 127.0.0.1:{port}",
         f"  secret: {secrets.token_hex(16)}",
+        *tls_lines,
         auth,
         "",
     ])
 
 
-def _wait_until_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_until_up(host: str, proc: subprocess.Popen[bytes], log: Path,
+                   ca_file: Path | None = None) -> None:
     deadline = time.monotonic() + 30
+    scheme = "https" if ca_file else "http"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {log.read_text()}")
         try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
+            urllib.request.urlopen(f"{scheme}://{host}/v2/", timeout=2,
+                                   context=_tls_context(ca_file))
             return
         except urllib.error.HTTPError:
             return  # 401 is an answer too
@@ -250,21 +265,23 @@ def _wait_until_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 def start_registry(auth: str = "", *, username: str | None = None,
                    password: str | None = None,
                    token_server: TokenServer | None = None,
-                   root: Path | None = None) -> Registry:
-    """Start ``docker-registry`` with the *auth* YAML section (may be empty)."""
+                   root: Path | None = None, tls: bool = False) -> Registry:
+    """Start ``docker-registry`` with the *auth* YAML section (may be empty);
+    *tls*: HTTPS with a certificate for 127.0.0.1 from a CA in ``.ca_file``."""
     if shutil.which("docker-registry") is None:
         pytest.skip("docker-registry is not installed")
     root = root or Path(tempfile.mkdtemp(prefix="capsa-registry-"))
+    ca_file = _write_tls_files(root) if tls else None
     port = free_port()
     config = root / "config.yml"
-    config.write_text(_registry_config(root, port, auth))
+    config.write_text(_registry_config(root, port, auth, tls))
     log = root / "registry.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(["docker-registry", "serve", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT)
     host = f"127.0.0.1:{port}"
-    _wait_until_up(host, proc, log)
-    return Registry(host, root, username, password, token_server, proc)
+    _wait_until_up(host, proc, log, ca_file)
+    return Registry(host, root, username, password, token_server, proc, ca_file)
 
 
 def start_auth_registry() -> Registry:
@@ -293,6 +310,49 @@ def start_token_registry() -> Registry:
                           token_server=server, root=root)
 
 
+def _write_tls_files(root: Path) -> Path:
+    """A CA (``ca.pem``, returned) and a server certificate for 127.0.0.1
+    signed by it (``tls.crt``, ``tls.key``)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    ca_key, ca_der = _self_signed("capsa-test-ca")
+    ca_cert = x509.load_der_x509_certificate(ca_der)
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (root / "tls.crt").write_bytes(cert.public_bytes(pem))
+    (root / "tls.key").write_bytes(key.private_bytes(
+        pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    ca_file = root / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(pem))
+    ca_file.chmod(0o644)
+    root.chmod(0o755)  # the unprivileged test user reads ca.pem (SSL_CERT_FILE)
+    return ca_file
+
+
+def start_tls_registry() -> Registry:
+    return start_registry(tls=True)
+
+
 # --------------------------------------------------------------------------
 # The token server.
 
@@ -311,7 +371,7 @@ class TokenServer:
     def __init__(self, root: Path, users: Mapping[str, str]) -> None:
         self.users = dict(users)
         self.requests: list[tuple[str | None, list[str]]] = []
-        self._key, cert_der = _self_signed()
+        self._key, cert_der = _self_signed(ISSUER)
         self._x5c = base64.b64encode(cert_der).decode()
         self.cert_path = root / "token-ca.pem"
         from cryptography import x509
@@ -401,7 +461,7 @@ class TokenServer:
         return Handler
 
 
-def _self_signed() -> tuple[Any, bytes]:
+def _self_signed(common_name: str) -> tuple[Any, bytes]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -409,7 +469,7 @@ def _self_signed() -> tuple[Any, bytes]:
     from cryptography.x509.oid import NameOID
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -557,6 +617,14 @@ def auth_registry() -> Iterator[Registry]:
 def token_registry() -> Iterator[Registry]:
     """docker-registry behind a token server (anonymous pull on ``public/*``)."""
     with _running(start_token_registry()) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def tls_registry() -> Iterator[Registry]:
+    """Anonymous docker-registry over HTTPS; trust ``.ca_file`` (for capsa:
+    ``SSL_CERT_FILE=<ca_file>``)."""
+    with _running(start_tls_registry()) as registry:
         yield registry
 
 

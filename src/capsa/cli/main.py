@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "run-help": "run_help",
     "shell": "actions",
     "sif": "sif",
+    "siftool": "sif",  # Apptainer's alias of `sif`
     "sign": "sign",
     "test": "actions",
     "verify": "verify",

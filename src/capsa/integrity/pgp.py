@@ -53,7 +53,7 @@ def clearsigned_text(data: bytes) -> bytes:
     Used only to tell legacy signatures (``SIFHASH:``) from the others; what
     is trusted always comes from :meth:`GnuPG.check_clearsigned`.
     """
-    data = data.lstrip()
+    data = data.lstrip().replace(b"\r\n", b"\n")
     if not data.startswith(CLEARSIGN_BEGIN):
         raise SignatureError("clearsigned message not found")
     head, sep, rest = data.partition(b"\n\n")

@@ -118,10 +118,7 @@ def enforce_signed(image_path: str | os.PathLike[str], *, keyring_path: str) -> 
 
 
 def _is_pem(path: str) -> bool:
+    """A PEM key (not an ASCII-armored OpenPGP keyring)?"""
     with open(path, "rb") as key:
-        return key.read(11) == b"-----BEGIN "  and not _is_pgp_armor(path)
-
-
-def _is_pgp_armor(path: str) -> bool:
-    with open(path, "rb") as key:
-        return key.read(15) == b"-----BEGIN PGP "
+        head = key.read(15)
+    return head.startswith(b"-----BEGIN ") and head != b"-----BEGIN PGP "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -50,12 +51,13 @@ from capsa.registry.manifest import (
     parse_index,
     parse_manifest,
 )
-from capsa.registry.transport import Request, Response, Transport
+from capsa.registry.transport import ConnectionLost, Request, Response, Transport
 
 log = logging.getLogger("capsa.registry")
 
 MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST])
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 20
 Progress = Callable[[int], None]
@@ -98,6 +100,10 @@ class RegistryClient:
         self.credentials = credentials or CredentialStore()
         self.config = config or RegistriesConfig()
         self.no_https = no_https
+        # Transient failures (5xx, broken connections) are retried this many
+        # times, after retry_delay, 2*retry_delay... seconds.
+        self.retries = 2
+        self.retry_delay = 1.0
         self._auth = auth.AuthCache()
 
     def close(self) -> None:
@@ -186,18 +192,31 @@ class RegistryClient:
                    progress: Progress | None = None) -> None:
         """Stream blob *desc* of repository *ref* into *out*, verifying its
         size and digest on the way.  On any failure *out* is emptied (when
-        seekable) and the error raised: nothing unverified is kept."""
-        try:
-            resp = self._request(ref, "GET", f"blobs/{desc.digest}", {},
-                                 what=f"blob {desc.digest} of {ref.name}")
+        seekable) and the error raised: nothing unverified is kept.  A
+        connection that breaks mid-blob is retried from the start (when
+        *out* can be emptied)."""
+        for attempt in range(self.retries + 1):
             try:
-                _check_length(resp, desc)
-                _copy_verified(resp, desc, out, progress)
-            finally:
-                resp.close()
-        except BaseException:
-            _discard(out)
-            raise
+                self._fetch_blob_once(ref, desc, out, progress)
+                return
+            except ConnectionLost:
+                if not _discard(out) or attempt == self.retries:
+                    raise
+                log.debug("blob %s: connection lost, retrying", desc.digest)
+                self._sleep(attempt)
+            except BaseException:
+                _discard(out)
+                raise
+
+    def _fetch_blob_once(self, ref: Reference, desc: Descriptor, out: BinaryIO,
+                         progress: Progress | None) -> None:
+        resp = self._request(ref, "GET", f"blobs/{desc.digest}", {},
+                             what=f"blob {desc.digest} of {ref.name}")
+        try:
+            _check_length(resp, desc)
+            _copy_verified(resp, desc, out, progress)
+        finally:
+            resp.close()
 
     def fetch_blob_bytes(self, ref: Reference, desc: Descriptor,
                          limit: int = 64 << 20) -> bytes:
@@ -285,11 +304,30 @@ class RegistryClient:
         actions = "pull,push" if push else "pull"
         scope = f"repository:{ref.repository}:{actions}"
         request = Request(method, url, dict(headers), body, body_size)
-        resp = self._send_authed(ref, request, scope)
-        resp = self._follow_redirects(resp, request)
-        if 200 <= resp.status < 300:
-            return resp
+        # Reads are idempotent: retry them on server errors and lost
+        # connections.  Writes are sent once.
+        tries = self.retries + 1 if method in ("GET", "HEAD") else 1
+        for attempt in range(tries):
+            try:
+                resp = self._send_authed(ref, request, scope)
+                resp = self._follow_redirects(resp, request)
+            except ConnectionLost:
+                if attempt + 1 == tries:
+                    raise
+                self._sleep(attempt)
+                continue
+            if 200 <= resp.status < 300:
+                return resp
+            if resp.status not in _RETRY_STATUSES or attempt + 1 == tries:
+                break
+            resp.close()
+            log.debug("%s %s: HTTP %d, retrying", method, url, resp.status)
+            self._sleep(attempt)
         raise _status_error(resp, ref, what or url, self.credentials.lookup(ref.registry))
+
+    def _sleep(self, attempt: int) -> None:
+        if self.retry_delay > 0:
+            time.sleep(self.retry_delay * (2 ** attempt))
 
     def _send_authed(self, ref: Reference, request: Request, scope: str,
                      login: bool = False) -> Response:
@@ -368,12 +406,14 @@ def _rewind(body: object) -> None:
         seek(0)
 
 
-def _discard(out: BinaryIO) -> None:
+def _discard(out: BinaryIO) -> bool:
+    """Empty *out*; ``False`` when it can not be (a pipe)."""
     try:
         out.seek(0)
         out.truncate()
     except (OSError, ValueError, AttributeError):
-        pass
+        return False
+    return True
 
 
 def _read_limited(resp: Response, limit: int, what: str) -> bytes:

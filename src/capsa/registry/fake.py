@@ -11,7 +11,9 @@ Authentication modes: ``auth=None`` (anonymous), ``"basic"``, ``"bearer"``
 (a token server at ``https://auth.test/token`` answered by the same object;
 ``anonymous_pull`` lets clients without credentials pull, as Docker Hub
 does).  ``requests`` records what was sent; ``faults`` maps a path
-substring to a status to answer instead (429, 500...); ``blob_redirect``
+substring to a status to answer instead (429, 500...); ``flaky`` a path
+substring to how many times to answer 503 first; ``break_blobs`` a digest to
+how many GETs break half-way (connection lost); ``blob_redirect``
 answers blob GETs with a 307 to ``https://cdn.test/...`` (also served here).
 :class:`MemoryNetwork` routes to several registries by host.
 """
@@ -29,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from capsa.errors import RegistryError
-from capsa.registry.transport import BytesResponse, Headers, Request, Response
+from capsa.registry.transport import BytesResponse, ConnectionLost, Headers, Request, Response
 
 TOKEN_REALM = "https://auth.test/token"
 CDN_HOST = "cdn.test"
@@ -73,6 +75,8 @@ class MemoryRegistry:
     manifests: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    flaky: dict[str, int] = field(default_factory=dict)
+    break_blobs: dict[str, int] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     closed: bool = False
     _uploads: dict[str, bytearray] = field(default_factory=dict)
@@ -118,6 +122,10 @@ class MemoryRegistry:
         for needle, status in self.faults.items():
             if needle in parts.path:
                 return _error(status, "FAULT", "injected fault", {"Retry-After": "60"})
+        for needle, times in self.flaky.items():
+            if needle in parts.path and times > 0:
+                self.flaky[needle] = times - 1
+                return _error(503, "UNAVAILABLE", "try again")
         denied = self._check_auth(request, parts.path)
         if denied is not None:
             return denied
@@ -224,9 +232,13 @@ class MemoryRegistry:
             return BytesResponse(307, b"", Headers({
                 "Location": f"https://{CDN_HOST}/blob/{digest}"}))
         data = self.blobs[digest]
+        headers = Headers({"Content-Type": "application/octet-stream",
+                           "Content-Length": str(len(data))})
+        if request.method == "GET" and self.break_blobs.get(digest, 0) > 0:
+            self.break_blobs[digest] -= 1
+            return _BreakingResponse(200, data, headers)
         body = b"" if request.method == "HEAD" else data
-        return BytesResponse(200, body, Headers({
-            "Content-Type": "application/octet-stream", "Content-Length": str(len(data))}))
+        return BytesResponse(200, body, headers)
 
     def _cdn(self, path: str) -> Response:
         digest = path.rsplit("/", 1)[-1]
@@ -251,6 +263,16 @@ class MemoryRegistry:
             return _error(400, "DIGEST_INVALID", "provided digest did not match")
         self.blobs[digest] = data
         return BytesResponse(201, b"", Headers({"Docker-Content-Digest": digest}))
+
+
+class _BreakingResponse(BytesResponse):
+    """Sends half of the body, then the connection "breaks"."""
+
+    def read(self, n: int = -1) -> bytes:
+        half = len(self.body) // 2
+        if self._offset >= half:
+            raise ConnectionLost("connection to registry.test broke: reset by peer")
+        return super().read(min(n, half - self._offset) if n >= 0 else half - self._offset)
 
 
 @dataclass

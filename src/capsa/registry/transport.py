@@ -13,18 +13,24 @@ clear line (unknown host, connection refused, TLS failure, timeout).
 
 from __future__ import annotations
 
-import http.client
-import socket
-import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from capsa.errors import RegistryError
 
+if TYPE_CHECKING:  # imported when a real connection is made (import cost)
+    import http.client
+    import ssl
+
 USER_AGENT = "capsa (apptainer-compatible)"
+
+
+class ConnectionLost(RegistryError):
+    """An established connection broke (worth retrying, unlike a refused
+    connection or an unknown host)."""
 _CHUNK = 1 << 20
 
 
@@ -130,11 +136,13 @@ class _PooledResponse:
         self.url = url
 
     def read(self, n: int = -1) -> bytes:
+        import http.client
+
         try:
             data = self._raw.read() if n < 0 else self._raw.read(n)
         except (OSError, http.client.HTTPException) as err:
             self._discard()
-            raise RegistryError(f"connection to {self._origin[1]} broke: {err}") from err
+            raise ConnectionLost(f"connection to {self._origin[1]} broke: {err}") from err
         if self._raw.isclosed():
             self._release()
         return data
@@ -176,6 +184,8 @@ class HTTPTransport:
         self._ssl: ssl.SSLContext | None = None
 
     def send(self, request: Request) -> Response:
+        import http.client
+
         parts = urllib.parse.urlsplit(request.url)
         origin = self._origin(parts)
         target = parts.path or "/"
@@ -196,10 +206,13 @@ class HTTPTransport:
                 conn.close()
                 if reused and attempt == 0 and not _is_stream(request.body):
                     continue
-                raise RegistryError(f"connection to {origin[1]} broke: {err}") from err
+                raise ConnectionLost(f"connection to {origin[1]} broke: {err}") from err
             except (OSError, http.client.HTTPException) as err:
                 conn.close()
                 raise _connect_error(origin, err) from err
+            except BaseException:  # e.g. a streamed body failing its digest
+                conn.close()
+                raise
             return _PooledResponse(raw, conn, origin, self, request.url)
         raise AssertionError("unreachable")
 
@@ -231,13 +244,18 @@ class HTTPTransport:
         return self._connect(origin), False
 
     def _connect(self, origin: _Origin) -> http.client.HTTPConnection:
+        import http.client
+
         scheme, host, port = origin
         if scheme == "http":
-            return http.client.HTTPConnection(host, port, timeout=self._timeout)
+            return http.client.HTTPConnection(host, port, timeout=self._timeout,
+                                              blocksize=_CHUNK)
         return http.client.HTTPSConnection(host, port, timeout=self._timeout,
-                                           context=self._context())
+                                           context=self._context(), blocksize=_CHUNK)
 
     def _context(self) -> ssl.SSLContext:
+        import ssl
+
         with self._lock:
             if self._ssl is None:
                 ctx = ssl.create_default_context()
@@ -263,6 +281,10 @@ def _is_stream(body: object) -> bool:
 
 
 def _connect_error(origin: _Origin, err: BaseException) -> RegistryError:
+    import http.client
+    import socket
+    import ssl
+
     scheme, host, port = origin
     where = f"{host}:{port}"
     if isinstance(err, socket.gaierror):
@@ -273,7 +295,7 @@ def _connect_error(origin: _Origin, err: BaseException) -> RegistryError:
         hint = " (is it a plain-HTTP registry? use --no-https)" if scheme == "https" else ""
         return RegistryError(f"TLS handshake with {where} failed: {err}{hint}")
     if isinstance(err, TimeoutError | socket.timeout):
-        return RegistryError(f"timed out talking to {where}")
+        return ConnectionLost(f"timed out talking to {where}")
     if isinstance(err, http.client.BadStatusLine) and scheme == "https":
         return RegistryError(f"{where} did not answer HTTPS")
     return RegistryError(f"cannot reach {where}: {err}")

@@ -234,6 +234,98 @@ class _Warner:
             log.warning("layer %s: more entries repaired or dropped (not all shown)", source)
 
 
+class _Prefetcher:
+    """Reads, verifies and decompresses a layer in a worker thread.
+
+    zlib, zstd and hashlib release the GIL, so this runs on another core
+    while the main thread parses tar headers and feeds ``tar2sqfs``.
+    """
+
+    _DONE = object()
+
+    def __init__(self, raw: BinaryIO, layer: LayerFile) -> None:
+        import queue
+        import threading
+
+        self._raw = raw
+        self._layer = layer
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=16)
+        self._stop = threading.Event()
+        self._buf = b""
+        self._pos = 0
+        self._ended = False
+        self._thread = threading.Thread(target=self._produce, daemon=True)
+
+    def __enter__(self) -> _Prefetcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            self._drain_queue()
+            self._thread.join(0.05)
+
+    def _drain_queue(self) -> None:
+        import queue
+
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _produce(self) -> None:
+        try:
+            source: BinaryIO | VerifyingReader = self._raw
+            if self._layer.digest is not None and self._layer.size is not None:
+                source = VerifyingReader(self._raw, self._layer.digest, self._layer.size)
+            stream = decompressed(source)
+            while not self._stop.is_set():
+                chunk = stream.read(_BUF)
+                if not chunk:
+                    break
+                self._queue.put(chunk)
+            if isinstance(source, VerifyingReader) and not self._stop.is_set():
+                source.drain()  # the digest covers every byte, padding included
+            self._queue.put(self._DONE)
+        except BaseException as err:  # handed to the reading thread
+            self._queue.put(err)
+
+    def _next(self) -> bool:
+        if self._ended:
+            return False
+        item = self._queue.get()
+        if item is self._DONE:
+            self._ended = True
+            return False
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        assert isinstance(item, bytes)
+        self._buf, self._pos = item, 0
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= len(self._buf) and not self._next():
+            return b""
+        if n < 0:
+            parts = [self._buf[self._pos:]]
+            while self._next():
+                parts.append(self._buf)
+            self._buf, self._pos = b"", 0
+            return b"".join(parts)
+        chunk = self._buf[self._pos:self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+    def finish(self) -> None:
+        """Read to the end, so the digest is checked and errors surface."""
+        self._buf, self._pos = b"", 0
+        while self._next():
+            pass
+
+
 class LayerMerger:
     """Writes the merged tree of the given layers into *out* as one tar."""
 
@@ -243,33 +335,23 @@ class LayerMerger:
         self._plan = _Plan()
         self._links: list[tuple[str, tarfile.TarInfo]] = []
         # Closed by merge() (or abandoned on error), not by a with block.
-        self._tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115
-                                 bufsize=_BUF)
-        self._tar.copybufsize = _BUF  # type: ignore[attr-defined]
+        # Members are serialised here (TarInfo.tobuf) and written straight
+        # to *out*: tarfile's own stream writer re-slices a byte string on
+        # every write, which costs more than decompressing the layers.
+        self._out = out
 
     def merge(self, layers: Sequence[LayerFile], *, top: Sequence[SyntheticEntry] = (),
               base: Sequence[SyntheticEntry] = ()) -> MergeReport:
         """*layers* bottom first, as in a manifest; *top* overrides them all,
         *base* fills in only what no layer has."""
-        try:
-            self._synthetic("capsa metadata", top)
-            for layer in reversed(layers):
-                self._layer(layer)
-            self._synthetic("capsa base", base)
-            self._flush_links()
-        except BaseException:
-            self._abandon()
-            raise
-        self._tar.close()
+        self._synthetic("capsa metadata", top)
+        for layer in reversed(layers):
+            self._layer(layer)
+        self._synthetic("capsa base", base)
+        self._flush_links()
+        self._out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
+        self._out.flush()
         return self.report
-
-    def _abandon(self) -> None:
-        """Drop the half-written output without flushing it (the reader is
-        told by the truncated stream; tarfile would write on in __del__)."""
-        stream = self._tar.fileobj
-        if stream is not None:
-            stream.closed = True  # type: ignore[attr-defined]
-        self._tar.closed = True  # type: ignore[attr-defined]
 
     def _synthetic(self, label: str, entries: Sequence[SyntheticEntry]) -> None:
         import io
@@ -280,14 +362,10 @@ class LayerMerger:
 
     def _layer(self, layer: LayerFile) -> None:
         try:
-            with layer.path.open("rb") as raw:
-                source: BinaryIO | VerifyingReader = raw
-                if layer.digest is not None and layer.size is not None:
-                    source = VerifyingReader(raw, layer.digest, layer.size)
-                self._read_tar(layer.label, decompressed(source))
-                if isinstance(source, VerifyingReader):
-                    source.drain()
-        except CapsaError:
+            with layer.path.open("rb") as raw, _Prefetcher(raw, layer) as stream:
+                self._read_tar(layer.label, cast(BinaryIO, stream))
+                stream.finish()
+        except (CapsaError, BrokenPipeError):
             raise
         except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as err:
             raise FormatError(f"layer {layer.label} is not a valid tar archive: {err}") from err
@@ -297,7 +375,7 @@ class LayerMerger:
 
     def _read_tar(self, label: str, stream: BinaryIO) -> None:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=_BUF)  # noqa: SIM115
+            tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115
         except tarfile.ReadError as err:
             if "empty" in str(err):
                 return  # an empty layer is valid
@@ -378,9 +456,25 @@ class LayerMerger:
         else:
             info.size = 0
         info.pax_headers = {k: v for k, v in info.pax_headers.items() if k not in _DERIVED_PAX}
-        self._tar.addfile(info, data if info.isreg() else None)
+        self._out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if info.size:
+            self._copy_data(info, data)
         self.report.entries += 1
         self.report.bytes += info.size
+
+    def _copy_data(self, info: tarfile.TarInfo, data: IO[bytes] | None) -> None:
+        if data is None:
+            raise FormatError(f"/{info.name}: no data for a regular file")
+        left = info.size
+        while left:
+            chunk = data.read(min(left, _BUF))
+            if not chunk:
+                raise FormatError(f"/{info.name}: file data ends early")
+            self._out.write(chunk)
+            left -= len(chunk)
+        pad = -info.size % tarfile.BLOCKSIZE
+        if pad:
+            self._out.write(b"\0" * pad)
 
     def _flush_links(self) -> None:
         """Hard links last: their targets are all known by now."""

@@ -52,7 +52,8 @@ def split_bind_list(text: str) -> list[str]:
         if not item.strip():
             continue
         if items and _is_option(item):
-            items[-1] += "," + item
+            joiner = "," if len(_split(items[-1], ":")) == 3 else ":"
+            items[-1] += joiner + item
         else:
             items.append(item.strip())
     return items

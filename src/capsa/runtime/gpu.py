@@ -23,6 +23,11 @@ nothing about mounting itself.
   mode every GPU is bound and the variable reaches the container like any
   host variable (or through ``APPTAINERENV_CUDA_VISIBLE_DEVICES``), where
   CUDA honours it.  ``NVIDIA_VISIBLE_DEVICES`` matters only to ``--nvccli``.
+- ``--nvccli`` asks ``nvidia-container-cli list`` for the driver's files
+  (``--device`` from ``NVIDIA_VISIBLE_DEVICES``, ``all`` by default but none
+  under ``--contain``, as in Apptainer) and keeps those of the
+  ``NVIDIA_DRIVER_CAPABILITIES`` classes (default ``compute,utility``); they
+  are bound like ``--nv``'s, so the image need not be writable.
 
 The site copy of a list (``/etc/capsa/nvliblist.conf``,
 ``/etc/capsa/rocmliblist.conf``) replaces the one shipped in
@@ -44,7 +49,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from capsa.errors import ToolError, UsageError
 
@@ -72,8 +77,32 @@ _DEVICE_GLOBS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "rocm": ("dri/card*", "dri/render*", "kfd"),
 })
 _NVIDIA_GPU_NODE = re.compile(r"/nvidia\d+$")
-# Driver capabilities nvidia-container-cli knows (NVIDIA_DRIVER_CAPABILITIES).
+# Driver capabilities nvidia-container-cli knows (NVIDIA_DRIVER_CAPABILITIES),
+# and the default when the variable is unset, as in Apptainer.
 NV_DRIVER_CAPABILITIES = ("compute", "compat32", "graphics", "utility", "video", "display")
+NV_DEFAULT_CAPABILITIES = ("compute", "utility")
+# The driver files each capability brings, by name prefix, following the
+# classes libnvidia-container sorts the driver into: its `configure` mounts
+# only the classes asked for, while `list` prints them all.  A file in no
+# class is kept.
+_CAPABILITY_FILES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "utility": ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nv-fabricmanager",
+                "libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so"),
+    "compute": ("nvidia-cuda-mps-control", "nvidia-cuda-mps-server", "libcuda.so",
+                "libcudadebugger.so", "libnvidia-opencl.so", "libnvidia-gpucomp.so",
+                "libnvidia-ptxjitcompiler.so", "libnvidia-fatbinaryloader.so",
+                "libnvidia-allocator.so", "libnvidia-compiler.so", "libnvidia-pkcs11",
+                "libnvidia-nvvm.so"),
+    "video": ("libvdpau_nvidia.so", "libnvidia-encode.so", "libnvidia-opticalflow.so",
+              "libnvcuvid.so"),
+    "graphics": ("libnvidia-eglcore.so", "libnvidia-glcore.so", "libnvidia-tls.so",
+                 "libnvidia-glsi.so", "libnvidia-fbc.so", "libnvidia-ifr.so",
+                 "libnvidia-rtcore.so", "libnvoptix.so", "libGLX_nvidia.so", "libEGL_nvidia.so",
+                 "libGLESv2_nvidia.so", "libGLESv1_CM_nvidia.so", "libnvidia-glvkspirv.so",
+                 "libnvidia-cbl.so", "libnvidia-egl-wayland.so", "libnvidia-egl-gbm.so",
+                 "libGL.so", "libEGL.so", "libGLESv1_CM.so", "libGLESv2.so"),
+    "display": ("nvidia_drv.so", "libglxserver_nvidia.so"),
+})
 
 
 @dataclass(frozen=True)
@@ -128,8 +157,7 @@ def device_target(host_path: str, root: str | None = None) -> str:
 # --- the list file -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LibList:
+class LibList(NamedTuple):
     """One ``*liblist.conf``, sorted by kind of entry."""
 
     libraries: tuple[str, ...] = ()  # names (prefixes in the cache) or absolute paths
@@ -185,8 +213,7 @@ def read_first(paths: Iterable[str]) -> tuple[str, str]:
 # --- the linker cache and ELF headers ----------------------------------------
 
 
-@dataclass(frozen=True)
-class CacheEntry:
+class CacheEntry(NamedTuple):
     name: str  # "libcuda.so.1"
     flags: str  # "libc6,x86-64"
     path: str  # "/usr/lib/x86_64-linux-gnu/libcuda.so.1"
@@ -223,8 +250,7 @@ def host_elf_kind() -> tuple[int, int] | None:
 # --- discovery ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HostTree:
+class HostTree(NamedTuple):
     """The host as discovery sees it; tests build a fake one."""
 
     ldcache: str = ""  # `ldconfig -p` output
@@ -354,8 +380,17 @@ def find_devices(vendor: str, root: str = "/") -> tuple[str, ...]:
     patterns = _DEVICE_GLOBS["rocm" if vendor == "rocm" else "nv"]
     found: list[str] = []
     for pattern in patterns:
-        found.extend(sorted(glob.glob(os.path.join(glob.escape(dev), pattern))))
+        for match in sorted(glob.glob(os.path.join(glob.escape(dev), pattern))):
+            found.extend(_nodes_in(match))
     return tuple(found)
+
+
+def _nodes_in(path: str) -> list[str]:
+    """*path*, or the nodes below it when it is a directory (``/dev/nvidia-caps``)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return [path]
+    return sorted(os.path.join(top, name) for top, _dirs, names in os.walk(path)
+                  for name in names)
 
 
 def _under(root: str, path: str) -> str:
@@ -401,19 +436,34 @@ def nvccli_request(environ: Mapping[str, str], *, contain: bool,
     return argv, GpuPlan(env=tuple(env), warnings=tuple(warnings))
 
 
-def _check_capabilities(value: str) -> None:
-    for capability in filter(None, value.split(",")):
+def _check_capabilities(value: str) -> tuple[str, ...]:
+    """The capabilities NVIDIA_DRIVER_CAPABILITIES asks for (``all``: every one)."""
+    asked = tuple(filter(None, (c.strip() for c in value.split(","))))
+    for capability in asked:
         if capability != "all" and capability not in NV_DRIVER_CAPABILITIES:
             raise UsageError(f"unknown NVIDIA_DRIVER_CAPABILITIES value: {capability}")
+    if "all" in asked:
+        return NV_DRIVER_CAPABILITIES
+    return asked or NV_DEFAULT_CAPABILITIES
+
+
+def capability_allows(path: str, capabilities: Sequence[str]) -> bool:
+    """Whether a driver file belongs to one of *capabilities* (or to no class)."""
+    name = os.path.basename(path)
+    classes = [cap for cap, prefixes in _CAPABILITY_FILES.items()
+               if name.startswith(prefixes)]
+    return not classes or any(cap in capabilities for cap in classes)
 
 
 def plan_from_nvccli_listing(listing: str, *, contain: bool, visible: str,
-                             machine: tuple[int, int] | None = None) -> GpuPlan:
+                             machine: tuple[int, int] | None = None,
+                             capabilities: Sequence[str] = NV_DRIVER_CAPABILITIES) -> GpuPlan:
     """Sort the paths ``nvidia-container-cli list`` printed into a plan.
 
     The CLI names each library by its real, fully versioned file; the
     symlinks beside it that carry the names programs load (``libcuda.so.1``)
-    are added, as Apptainer does for absolute library paths.
+    are added, as Apptainer does for absolute library paths.  Programs and
+    libraries outside *capabilities* are left out, as ``configure`` would.
     """
     libraries: list[str] = []
     binaries: list[str] = []
@@ -425,6 +475,8 @@ def plan_from_nvccli_listing(listing: str, *, contain: bool, visible: str,
             continue
         if path.startswith("/dev/"):
             devices.append(path)
+        elif not capability_allows(path, capabilities):
+            continue
         elif ".so" in os.path.basename(path):
             libraries.extend(_absolute_library(path, machine))
         elif path.startswith(("/var/run/", "/run/", "/tmp/")):
@@ -456,8 +508,10 @@ def nvccli_plan(environ: Mapping[str, str], *, contain: bool, runner: Runner,
     done = runner.run([program, *args], check=True)
     visible = dict(request.env).get("NVIDIA_VISIBLE_DEVICES",
                                     environ.get("NVIDIA_VISIBLE_DEVICES", ""))
+    capabilities = _check_capabilities(environ.get("NVIDIA_DRIVER_CAPABILITIES", ""))
     found = plan_from_nvccli_listing(done.stdout.decode(errors="replace"),
-                                     contain=contain, visible=visible, machine=machine)
+                                     contain=contain, visible=visible, machine=machine,
+                                     capabilities=capabilities)
     return GpuPlan(found.libraries, found.binaries, found.files, found.devices,
                    request.env, (*request.warnings, *found.warnings))
 

@@ -27,7 +27,7 @@ import sys
 from capsa import linux
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
-from capsa.runtime.mounts import Session
+from capsa.runtime.mounts import Session, find_program
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import NoTestScript, Plan, Tree
 
@@ -50,9 +50,7 @@ def fuse_usable() -> bool:
         return False
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return False
-    from capsa.proc import which
-
-    return which("squashfuse_ll") is not None
+    return find_program("squashfuse_ll") is not None
 
 
 def launch(spec: ContainerSpec) -> int:

@@ -57,10 +57,8 @@ class Session:
     """The session directory and everything mounted or started for one run."""
 
     def __init__(self, tmpdir: str, *, rootless: bool) -> None:
-        import tempfile
-
         self.rootless = rootless
-        self.path = tempfile.mkdtemp(prefix="capsa-session-", dir=tmpdir)
+        self.path = make_temp_dir(tmpdir, "capsa-session-")
         self.tmpdir = tmpdir
         self.fuse_pid = 0
         self.extracted: str | None = None
@@ -116,13 +114,11 @@ class Session:
     def extract(self, image: ImageSpec, runner_argv: list[str] | None = None, *,
                 subset: tuple[str, ...] = (), quiet: bool = False) -> str:
         """Unpack the squashfs (or only *subset* of it) to a temporary sandbox."""
-        import tempfile
-
         from capsa.proc import DEFAULT_RUNNER
 
         if not quiet:
             log.info("Converting SIF file to temporary sandbox...")
-        self.extracted = tempfile.mkdtemp(prefix="capsa-sandbox-", dir=self.tmpdir)
+        self.extracted = make_temp_dir(self.tmpdir, "capsa-sandbox-")
         source = image.path
         if image.offset:
             source = self.extracted + "/image.sqfs"
@@ -136,8 +132,8 @@ class Session:
 
     def mount_overlay(self, lower: str, overlays: tuple[OverlaySpec, ...],
                       writable_overlay: OverlaySpec | None) -> str:
-        lowers = [_escape(o.path) for o in reversed(overlays) if o.readonly or
-                  o is not writable_overlay]
+        lowers = [_escape(_overlay_lower(o.path)) for o in reversed(overlays)
+                  if o is not writable_overlay]
         lowers.append(_escape(lower))
         if writable_overlay is not None:
             upper = writable_overlay.path + "/upper"
@@ -176,13 +172,40 @@ class Session:
             self.extracted = None
 
 
-def which_or_fail(program: str) -> str:
-    from capsa.proc import which
+def make_temp_dir(parent: str, prefix: str) -> str:
+    """``tempfile.mkdtemp`` without importing tempfile (and random, shutil...)."""
+    for _ in range(100):
+        path = f"{parent}/{prefix}{os.urandom(6).hex()}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise ContainerError(f"could not create a temporary directory in {parent}")
 
-    found = which(program)
+
+def find_program(program: str) -> str | None:
+    """*program* on PATH (or the default PATH), like shutil.which, without
+    importing the subprocess machinery on the exec path."""
+    path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def which_or_fail(program: str) -> str:
+    found = find_program(program)
     if found is None:
         raise EnvironmentFailure(f"{program} not found in PATH; please install it")
     return found
+
+
+def _overlay_lower(path: str) -> str:
+    """A read-only overlay directory: its ``upper`` when it was used writable."""
+    upper = path + "/upper"
+    return upper if os.path.isdir(upper) and os.path.isdir(path + "/work") else path
 
 
 def _escape(path: str) -> str:
@@ -207,20 +230,14 @@ def _spawn_daemon(argv: list[str], keep_fd: int) -> int:
 
 
 def _stop(pid: int) -> None:
-    """Stop and reap the FUSE server: SIGTERM, then SIGKILL if it lingers."""
-    import time
-
-    _quietly(os.kill, pid, signal.SIGTERM)
-    for _ in range(200):
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.005)
+    """Stop and reap the FUSE server.  It only serves a read-only image that
+    nothing uses any more, so SIGKILL loses nothing and avoids its slow
+    unmount attempt (fusermount3, which cannot work in a user namespace)."""
     _quietly(os.kill, pid, signal.SIGKILL)
-    _quietly(os.waitpid, pid, 0)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        return
 
 
 def _copy_range(source: str, dest: str, offset: int, size: int) -> None:

@@ -170,9 +170,13 @@ class Descriptor:
         return self.data_type == DataType.PARTITION and self.partition_info()[1] == part
 
 
+def os_reason(err: OSError) -> str:
+    """An OSError as Go words it: ``permission denied``."""
+    return os.strerror(err.errno).lower() if err.errno else str(err)
+
+
 def _describe_os_error(path: str, err: OSError) -> str:
-    reason = os.strerror(err.errno).lower() if err.errno else str(err)
-    return f"could not open image {path}: {reason}"
+    return f"could not open image {path}: {os_reason(err)}"
 
 
 def _open_fd(path: str, writable: bool) -> int:
@@ -230,17 +234,18 @@ class SifImage:
             table = os.pread(fd, header.descriptors_total * DESCRIPTOR_SIZE,
                              header.descriptors_offset)
         except SifFormatError as err:
-            raise SifFormatError(f"{path}: {err}") from None
+            raise SifFormatError(f"invalid SIF image {path}: {err}") from None
         except OSError as err:
-            raise SifFormatError(f"{path}: reading image: {os.strerror(err.errno or 0)}") from None
+            raise SifFormatError(f"could not read image {path}: {os_reason(err)}") from None
         if len(table) < header.descriptors_total * DESCRIPTOR_SIZE:
-            raise SifFormatError(f"{path}: reading descriptors: file is truncated")
+            raise SifFormatError(f"invalid SIF image {path}: reading descriptors: "
+                                 "file is truncated")
         slots = [table[i:i + DESCRIPTOR_SIZE] for i in range(0, len(table), DESCRIPTOR_SIZE)]
         descriptors = [Descriptor.parse(raw, i) for i, raw in enumerate(slots) if raw[4]]
         try:
             _check_descriptors(header, descriptors, size)
         except SifFormatError as err:
-            raise SifFormatError(f"{path}: {err}") from None
+            raise SifFormatError(f"invalid SIF image {path}: {err}") from None
         return cls(path, fd, header, slots, descriptors, size)
 
     def __enter__(self) -> SifImage:
@@ -312,7 +317,7 @@ class SifImage:
         while position < end:
             data = os.pread(fd, min(chunk, end - position), position)
             if not data:
-                raise SifFormatError(f"{self.path}: object {d.id} is truncated")
+                raise SifFormatError(f"invalid SIF image {self.path}: object {d.id} is truncated")
             position += len(data)
             yield data
 

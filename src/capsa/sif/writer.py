@@ -16,10 +16,11 @@ and the table and header last, truncating back on failure.
 from __future__ import annotations
 
 import os
+import stat
 import time as _time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from capsa.errors import NotFoundError, SifFormatError, UsageError
 from capsa.sif.format import (
@@ -54,7 +55,7 @@ from capsa.sif.format import (
     host_goarch,
     sbom_format_code,
 )
-from capsa.sif.image import Descriptor, Header, SifImage
+from capsa.sif.image import Descriptor, Header, SifImage, os_reason
 
 _EMPTY_SLOT = bytes(DESCRIPTOR_SIZE)
 _COPY_CHUNK = 1 << 24
@@ -142,6 +143,8 @@ def _check_object(obj: NewObject) -> None:
             raise UsageError(f"invalid {what} {value}")
     obj.effective_alignment()
     obj.extra()
+    if obj.path is not None and obj.data:
+        raise UsageError("an object has either data or a path, not both")
     if obj.path is not None:
         try:
             with open(obj.path, "rb"):
@@ -149,7 +152,7 @@ def _check_object(obj: NewObject) -> None:
         except FileNotFoundError:
             raise NotFoundError(f"object file {obj.path} does not exist") from None
         except OSError as err:
-            raise UsageError(f"could not read {obj.path}: {err.strerror}") from None
+            raise UsageError(f"could not read {obj.path}: {os_reason(err)}") from None
 
 
 def next_aligned(offset: int, alignment: int) -> int:
@@ -168,29 +171,22 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 
 def _copy_file(fd: int, source: str, offset: int) -> int:
-    """Copy *source* into *fd* at *offset* (in the kernel where it can)."""
+    """Copy *source* into *fd* at *offset*: in the kernel (copy_file_range, which
+    also shares extents on filesystems that can) where it can, by reads otherwise."""
     with open(source, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
         done = 0
-        try:
-            while True:
-                n = os.copy_file_range(src.fileno(), fd, _COPY_CHUNK, done, offset + done)
-                if n == 0:
-                    break
-                done += n
-        except OSError:
-            done = 0  # EXDEV/EINVAL/ENOSYS: fall back to plain reads
-        if done == 0 and size:
-            done = _copy_by_reads(src.fileno(), fd, offset)
+        if stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            try:
+                while n := os.copy_file_range(src.fileno(), fd, _COPY_CHUNK, done, offset + done):
+                    done += n
+                return done
+            except OSError:
+                pass  # EXDEV, EINVAL, ENOSYS...: go on with plain reads from where it stopped
+            src.seek(done)
+        while chunk := src.read(_COPY_CHUNK):
+            _write_all(fd, chunk, offset + done)
+            done += len(chunk)
         return done
-
-
-def _copy_by_reads(src: int, fd: int, offset: int) -> int:
-    done = 0
-    while chunk := os.pread(src, _COPY_CHUNK, done):
-        _write_all(fd, chunk, offset + done)
-        done += len(chunk)
-    return done
 
 
 def _write_object(fd: int, obj: NewObject, offset: int) -> int:
@@ -243,8 +239,6 @@ class _Table:
 
 
 def _replace(h: Header, **changes: object) -> Header:
-    from dataclasses import replace
-
     return replace(h, _raw=b"", **changes)  # type: ignore[arg-type]
 
 
@@ -301,14 +295,12 @@ def _write_new_file(target: str, table: _Table, objects: Sequence[NewObject], t:
     except FileNotFoundError:
         raise NotFoundError(f"directory {directory} does not exist") from None
     except OSError as err:
-        raise UsageError(f"could not create {target}: {err.strerror}") from None
+        raise UsageError(f"could not create {target}: {os_reason(err)}") from None
     try:
         for obj in objects:
             table.add(fd, obj, t)
         table.write(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o755 & ~umask)  # as the reference creates images
+        os.fchmod(fd, 0o755 & ~_umask())  # as the reference creates images
         os.close(fd)
         fd = -1
         os.replace(temp, target)
@@ -317,8 +309,22 @@ def _write_new_file(target: str, table: _Table, objects: Sequence[NewObject], t:
             os.close(fd)
         os.unlink(temp)
         if isinstance(err, OSError):
-            raise UsageError(f"could not write {target}: {err.strerror}") from None
+            raise UsageError(f"could not write {target}: {os_reason(err)}") from None
         raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race threads)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------- in place
@@ -370,7 +376,7 @@ def add_objects(path: str | os.PathLike[str], objects: Sequence[NewObject], *,
         except BaseException as err:
             os.ftruncate(fd, image.file_size)
             if isinstance(err, OSError):
-                raise UsageError(f"could not write {image.path}: {err.strerror}") from None
+                raise UsageError(f"could not write {image.path}: {os_reason(err)}") from None
             raise
         return table.new_ids
 
@@ -381,9 +387,11 @@ def _check_data_section(image: SifImage) -> None:
     h = image.header
     end = h.data_offset + h.data_size
     if end < h.descriptors_offset + h.descriptors_total * DESCRIPTOR_SIZE:
-        raise SifFormatError(f"{image.path}: data section ends inside the descriptor table")
+        raise SifFormatError(
+            f"invalid SIF image {image.path}: data section ends inside the descriptor table")
     if end > image.file_size + _MAX_DATA_OVERHANG:
-        raise SifFormatError(f"{image.path}: data section reaches far past the end")
+        raise SifFormatError(
+            f"invalid SIF image {image.path}: data section reaches far past the end")
 
 
 def _is_last(image: SifImage, d: Descriptor) -> bool:
@@ -408,7 +416,8 @@ def delete_object(path: str | os.PathLike[str], id: int, *, zero: bool = False,
         cut = d.offset + d.size - d.size_with_padding
         table_end = h.descriptors_offset + h.descriptors_total * DESCRIPTOR_SIZE
         if compact and (cut < table_end or d.size_with_padding > h.data_size):
-            raise SifFormatError(f"{image.path}: object {id} has an impossible padding")
+            raise SifFormatError(
+                f"invalid SIF image {image.path}: object {id} has impossible padding")
         if compact:
             changes["data_size"] = h.data_size - d.size_with_padding
         slots = [image.slot(i) for i in range(image.slot_count)]
@@ -421,7 +430,7 @@ def delete_object(path: str | os.PathLike[str], id: int, *, zero: bool = False,
             if compact:
                 os.ftruncate(fd, cut)
         except OSError as err:
-            raise UsageError(f"could not write {image.path}: {err.strerror}") from None
+            raise UsageError(f"could not write {image.path}: {os_reason(err)}") from None
 
 
 def _zero(fd: int, offset: int, size: int) -> None:
@@ -461,7 +470,7 @@ def set_primary(path: str | os.PathLike[str], id: int) -> None:
         try:
             _edit(image, _Table(header, slots, primary=True))
         except OSError as err:
-            raise UsageError(f"could not write {image.path}: {err.strerror}") from None
+            raise UsageError(f"could not write {image.path}: {os_reason(err)}") from None
 
 
 __all__ = ["NewObject", "add_objects", "create", "delete_object",

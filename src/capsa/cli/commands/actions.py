@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import sys
 from typing import TYPE_CHECKING
 
 from capsa.errors import ContainerError, UsageError
@@ -101,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
     spec = build_spec(args)
     from capsa.runtime.launcher import launch
 
-    return launch(spec)
+    status = launch(spec)
+    # Everything is cleaned up and flushed: skip the interpreter's teardown
+    # (module and object finalisation costs ~10 ms, a third of a start).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _cwd() -> str:

@@ -97,8 +97,7 @@ def ask(prompt: str, *, secret: bool = False) -> str:
     sys.stdout.write(prompt)
     sys.stdout.flush()
     line = sys.stdin.readline()
-    if not secret:
-        sys.stdout.write("\n")
+    sys.stdout.write("\n")
     return line.rstrip("\r\n")
 
 

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.mksquashfs_args else SquashfsOptions())
     cache = None
     if not (args.disable_cache or _env_flag("DISABLE_CACHE")):
-        cache = ContentCache(default_cache_root())
+        cache = _usable_cache(ContentCache(default_cache_root()))
     progress = _progress() if sys.stderr.isatty() and log.enabled(log.NORMAL) else None
     options = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir_of(args),
                           squashfs=squashfs, registry=registry_options(args),
@@ -154,6 +154,19 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.finish()
     return 0
+
+
+def _usable_cache(cache: Any) -> Any:
+    """The cache, or None (with Apptainer's warning) when it cannot be written."""
+    from capsa.cli import log
+    from capsa.errors import EnvironmentFailure
+
+    try:
+        cache.ensure()
+    except EnvironmentFailure:
+        log.warning(f"Cache disabled - cache location {cache.root} is not writable")
+        return None
+    return cache
 
 
 class _progress:

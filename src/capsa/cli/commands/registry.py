@@ -13,10 +13,14 @@ import os
 import sys
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from capsa.cli import log
 from capsa.cli.registry_flags import env_flag, env_value, user_home
-from capsa.errors import CapsaError, UsageError
+from capsa.errors import AuthError, CapsaError, RegistryError, UsageError
+
+if TYPE_CHECKING:
+    from capsa.registry import Credentials
 
 HELP = "Manage authentication to OCI/Docker registries"
 
@@ -104,7 +108,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _login(args: argparse.Namespace) -> int:
-    from capsa.registry import Credentials, RegistryOptions, open_client
+    from capsa.registry import Credentials
     from capsa.registry.credentials import AuthFile
 
     name = registry_name(args.uri)
@@ -114,18 +118,32 @@ def _login(args: argparse.Namespace) -> int:
             raise UsageError("Docker/OCI registry requires a username")
         creds = Credentials(username, _read_password(args))
         host = name.split("/", 1)[0]
-        # Loopback registries are spoken to over plain HTTP, as Apptainer's
-        # login check (go-containerregistry) does.
-        plain = args.no_https or env_flag(os.environ, "NOHTTPS", "NO_HTTPS") \
-            or _is_loopback(host)
-        with open_client(RegistryOptions(no_https=plain)) as client:
-            client.check_login(host, creds)
+        _check_login(host, creds, args.no_https or env_flag(os.environ, "NOHTTPS", "NO_HTTPS"))
         path = _auth_path(args)
         AuthFile(path).store(name, creds)
     except CapsaError as err:
         raise type(err)(f"while login to {args.uri}: {err}") from err
     log.info(f"Token stored in {path}")
     return 0
+
+
+def _check_login(host: str, creds: Credentials, no_https: bool) -> None:
+    """Verify *creds* against *host*.  Loopback registries may be plain
+    HTTP: like Apptainer's login check (go-containerregistry), try HTTPS
+    first and fall back to HTTP when HTTPS can not be spoken at all."""
+    from capsa.registry import RegistryOptions, open_client
+
+    schemes = [True] if no_https else [False, True] if _is_loopback(host) else [False]
+    for plain in schemes:
+        with open_client(RegistryOptions(no_https=plain)) as client:
+            try:
+                client.check_login(host, creds)
+                return
+            except AuthError:
+                raise
+            except RegistryError:
+                if plain or len(schemes) == 1:
+                    raise
 
 
 def _logout(args: argparse.Namespace) -> int:

@@ -15,25 +15,28 @@ from capsa.errors import UsageError
 if TYPE_CHECKING:
     from capsa.sif.writer import NewObject
 
-HELP = "Manipulate Singularity Image Format (SIF) images"
+HELP = "Inspect and edit SIF images (the siftool commands)"
 
 # --datatype N -> DataType value (0x4000 + N), as siftool numbers them
 _DATATYPES = range(1, 12)
 _PART_ARCHES = ["386", "amd64", "arm", "arm64", "ppc64", "ppc64le", "mips", "mipsle",
                 "mips64", "mips64le", "s390x", "riscv64"]
 
-_DATATYPE_HELP = """the type of data to add [NEEDED, no default]:
-  1-Deffile, 2-EnvVar, 3-Labels, 4-Partition, 5-Signature, 6-GenericJSON,
-  7-Generic, 8-CryptoMessage, 9-SBOM, 10-OCI.RootIndex, 11-OCI.Blob"""
-_PARTTYPE_HELP = ("the type of partition (with --datatype 4-Partition) [NEEDED, no default]: "
-                  "1-System, 2-PrimSys, 3-Data, 4-Overlay")
-_PARTFS_HELP = ("the filesystem used (with --datatype 4-Partition) [NEEDED, no default]: "
-                "1-Squash, 2-Ext3, 3-ImmuObj, 4-Raw")
-_PARTARCH_HELP = ("the main architecture used (with --datatype 4-Partition) "
-                  "[NEEDED, no default]: " + ", ".join(
-                      f"{i}-{a}" for i, a in enumerate(_PART_ARCHES, 1)))
-_SIGNHASH_HELP = ("the signature hash used (with --datatype 5-Signature) [NEEDED, no default]: "
-                  "1-SHA256, 2-SHA384, 3-SHA512, 4-BLAKE2s_256, 5-BLAKE2b_256")
+
+def _choices(names: list[str]) -> str:
+    return ", ".join(f"{i}={name}" for i, name in enumerate(names, 1))
+
+
+_DATATYPE_HELP = "kind of object (required): " + _choices(
+    ["definition file", "environment", "labels", "partition", "signature", "generic JSON",
+     "generic", "crypto message", "SBOM", "OCI root index", "OCI blob"])
+_PARTTYPE_HELP = "partition role (partitions, required): " + _choices(
+    ["system", "primary system", "data", "overlay"])
+_PARTFS_HELP = "partition filesystem (partitions, required): " + _choices(
+    ["squashfs", "ext3", "immutable objects", "raw"])
+_PARTARCH_HELP = "partition CPU architecture (partitions, required): " + _choices(_PART_ARCHES)
+_SIGNHASH_HELP = "hash of the signature (signatures, required): " + _choices(
+    ["SHA-256", "SHA-384", "SHA-512", "BLAKE2s-256", "BLAKE2b-256"])
 
 
 def _uint32(text: str) -> int:
@@ -64,30 +67,32 @@ def _int(text: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Show the global header, the object descriptors and the objects "
+                          "of a SIF image, or add and remove objects.")
     # prog given: otherwise argparse builds a help formatter (importing shutil) now
     subs = parser.add_subparsers(dest="sif_command", metavar="<command>", required=True,
                                  prog=parser.prog)
-    new = subs.add_parser("new", help="Create SIF image",
-                          description="Create a new, empty SIF image.")
+    new = subs.add_parser("new", help="Write an empty SIF image",
+                          description="Write a new SIF image holding no objects.")
     new.add_argument("sif_path")
-    add = subs.add_parser("add", help="Add data object",
-                          description="Add a data object to a SIF image.")
+    add = subs.add_parser("add", help="Append an object",
+                          description="Append the content of a file as a new object.")
     add.add_argument("sif_path")
     add.add_argument("object_path")
     _add_flags(add)
     for name, short, long in (
-        ("del", "Delete data object", "Delete a data object from a SIF image."),
-        ("info", "Display data object info", "Display info about a data object from a SIF image."),
-        ("dump", "Dump data object", "Dump a data object from a SIF image."),
-        ("setprim", "Set primary system partition",
-         "Set the primary system partition in a SIF image."),
+        ("del", "Remove an object", "Remove the object with this ID from the image."),
+        ("info", "Describe an object", "Print the descriptor of the object with this ID."),
+        ("dump", "Print an object", "Write the content of the object with this ID to stdout."),
+        ("setprim", "Choose the primary partition",
+         "Make the system partition with this ID the primary one."),
     ):
         sub = subs.add_parser(name, help=short, description=long)
         sub.add_argument("id", type=_uint32)
         sub.add_argument("sif_path")
     for name, short, long in (
-        ("header", "Display global header", "Display global header from a SIF image."),
-        ("list", "List data objects", "List data objects from a SIF image."),
+        ("header", "Print the global header", "Print the global header of the image."),
+        ("list", "List the objects", "List the objects of the image, one a line."),
     ):
         sub = subs.add_parser(name, help=short, description=long)
         sub.add_argument("sif_path")
@@ -99,20 +104,21 @@ def _add_flags(add: argparse.ArgumentParser) -> None:
     add.add_argument("--partfs", type=_int32, default=0, help=_PARTFS_HELP)
     add.add_argument("--partarch", type=_int32, default=0, help=_PARTARCH_HELP)
     add.add_argument("--signhash", type=_int32, default=0, help=_SIGNHASH_HELP)
-    add.add_argument("--signentity", default="",
-                     help="the entity that signs (with --datatype 5-Signature) "
-                          "[NEEDED, no default]: example: 433FE984155206BD962725E20E8713472A879943")
-    add.add_argument("--sbomformat", default="",
-                     help="the SBOM format (with --datatype 9-sbom): cyclonedx-json, "
-                          "cyclonedx-xml, github-json, spdx-json, spdx-rdf, spdx-tag-value, "
-                          "spdx-yaml, syft-json")
-    add.add_argument("--groupid", type=_uint32, default=0, help="set groupid [default: 0]")
+    add.add_argument("--signentity", default="", metavar="FINGERPRINT",
+                     help="fingerprint of the signing key, 40 hex digits (signatures, required)")
+    add.add_argument("--sbomformat", default="", metavar="FORMAT",
+                     help="SBOM format (SBOMs, required): cyclonedx-json, cyclonedx-xml, "
+                          "github-json, spdx-json, spdx-rdf, spdx-tag-value, spdx-yaml, "
+                          "syft-json")
+    add.add_argument("--groupid", type=_uint32, default=0,
+                     help="object group, 0 for none (default 0)")
     add.add_argument("--link", "--linkid", dest="link", type=_uint32, default=None,
-                     help="set link pointer [default: 0]")
+                     help="ID of the object this one refers to (default: none)")
     add.add_argument("--alignment", type=_int, default=None,
-                     help="set alignment [default: 4096 with --datatype 4-Partition, 0 otherwise]")
-    add.add_argument("--filename", default=None,
-                     help="set logical filename/handle [default: none]")
+                     help="align the object's offset to this many bytes "
+                          "(default 4096 for partitions, none otherwise)")
+    add.add_argument("--filename", default=None, metavar="NAME",
+                     help="name stored in the descriptor (default: none)")
 
 
 def _out(text: str) -> None:

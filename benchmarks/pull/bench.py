@@ -1,0 +1,234 @@
+"""Pull a multi-layer image of 500+ MB from a local registry, cold cache,
+rootless, with capsa and side by side with the peers:
+
+- capsa:       ``capsa pull`` (one verified SIF, zstd squashfs);
+- apptainer:   the pipeline Apptainer runs inside ``pull``: ``skopeo copy`` to
+               an OCI layout, ``umoci unpack --rootless``, ``mksquashfs -comp gzip``;
+- charliecloud: ``ch-image pull`` then ``ch-convert -o squash`` (HTTPS registry);
+- podman:      ``podman pull`` into its layer store (no single file).
+
+Prints, per tool, the median wall time and peak memory (``/usr/bin/time -v``)
+of ``--runs`` runs and the ratio to capsa.  Run as root (it builds the image
+with debootstrap, starts registries, and runs every tool as the unprivileged
+test user).  Usage: ``benchmarks/pull/run [--runs N] [--tools capsa,podman]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support import ocibuild  # noqa: E402
+from support.registry import Registry, start_registry  # noqa: E402
+from support.users import User, ensure_test_user  # noqa: E402
+
+VENV = Path(os.environ.get("CAPSA_VENV", "/opt/capsa/venv"))
+IMAGE = "bench/debian:latest"
+PACKAGES = ("python3", "gcc", "perl")
+LAYOUT = ocibuild.CACHE / "bench-layout-gzip6"
+TOOLS = ("capsa", "apptainer", "charliecloud", "podman")
+
+
+@dataclass
+class Sample:
+    wall: float
+    rss_kib: int
+
+
+@dataclass
+class Setup:
+    user: User
+    plain: Registry
+    tls: Registry | None
+    work: Path
+
+
+def build_layout() -> Path:
+    if (LAYOUT / "index.json").exists():
+        return LAYOUT
+    print("building the benchmark image (debootstrap, once per machine)...", flush=True)
+    tar = ocibuild.debian_rootfs_tar(PACKAGES)
+    layers = [ocibuild.layer(raw, "gzip6") for raw in ocibuild.split_tar(tar, 4)]
+    img = ocibuild.image(layers, config={"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["bash"]})
+    tmp = LAYOUT.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ocibuild.write_layout(tmp, "latest", [img])
+    os.rename(tmp, LAYOUT)
+    return LAYOUT
+
+
+def timed(user: User, argv: list[str], env: dict[str, str], cwd: Path) -> Sample:
+    """Run *argv* as *user* under ``/usr/bin/time -v``."""
+    full = {**user.base_env(), **env}
+    cmd = user.wrap(["env", *(f"{k}={v}" for k, v in full.items()),
+                     "/usr/bin/time", "-v", *argv])
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n"
+                           f"{proc.stderr[-3000:]}")
+    return Sample(_elapsed(proc.stderr), _rss(proc.stderr))
+
+
+def _elapsed(text: str) -> float:
+    match = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
+    if match is None:
+        raise RuntimeError(f"no time in output:\n{text[-2000:]}")
+    seconds = 0.0
+    for part in match.group(1).split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
+
+
+def _rss(text: str) -> int:
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    return int(match.group(1)) if match else 0
+
+
+def fresh_dir(setup: Setup, name: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=setup.work))
+    setup.user.own(path)
+    return path
+
+
+def run_capsa(setup: Setup, d: Path) -> Sample:
+    ref = f"docker://{setup.plain.host}/{IMAGE}"
+    env = {"APPTAINER_CACHEDIR": str(d / "cache"), "PYTHONPATH": str(REPO / "src"),
+           "PYTHONDONTWRITEBYTECODE": "1", "APPTAINER_TMPDIR": str(d)}
+    return timed(setup.user, [str(VENV / "bin" / "python"), "-m", "capsa", "pull",
+                              "--no-https", str(d / "out.sif"), ref], env, d)
+
+
+def run_apptainer(setup: Setup, d: Path) -> Sample:
+    script = (
+        f"skopeo --insecure-policy copy --quiet --src-tls-verify=false "
+        f"docker://{setup.plain.host}/{IMAGE} oci:{d}/oci:latest && "
+        f"umoci unpack --rootless --image {d}/oci:latest {d}/bundle >/dev/null && "
+        f"mksquashfs {d}/bundle/rootfs {d}/out.sqfs -noappend -comp gzip -quiet")
+    return timed(setup.user, ["sh", "-c", script], {"TMPDIR": str(d)}, d)
+
+
+def run_charliecloud(setup: Setup, d: Path) -> Sample:
+    assert setup.tls is not None
+    env = {"CH_IMAGE_STORAGE": str(d / "ch"), "CH_IMAGE_CACHE": "disabled",
+           "REQUESTS_CA_BUNDLE": str(setup.tls.ca_file), "TMPDIR": str(d)}
+    ref = f"{setup.tls.host}/{IMAGE}"
+    script = (f"ch-image pull {ref} >/dev/null && "
+              f"ch-convert -i ch-image -o squash {ref} {d}/out.sqfs >/dev/null")
+    return timed(setup.user, ["sh", "-c", script], env, d)
+
+
+def run_podman(setup: Setup, d: Path) -> Sample:
+    (d / "run").mkdir(mode=0o700)
+    setup.user.own(d / "run")
+    env = {"XDG_RUNTIME_DIR": str(d / "run"), "TMPDIR": str(d)}
+    argv = ["podman", "--root", str(d / "storage"), "--runroot", str(d / "run" / "podman"),
+            "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "pull", "--quiet",
+            "--tls-verify=false", f"{setup.plain.host}/{IMAGE}"]
+    sample = timed(setup.user, argv, env, d)
+    setup.user.wrap(["true"])
+    subprocess.run(setup.user.wrap(["env", f"XDG_RUNTIME_DIR={d / 'run'}", "podman",
+                                    "unshare", "rm", "-rf", str(d / "storage")]),
+                   capture_output=True)
+    return sample
+
+
+RUNNERS: dict[str, Callable[[Setup, Path], Sample]] = {
+    "capsa": run_capsa, "apptainer": run_apptainer, "charliecloud": run_charliecloud,
+    "podman": run_podman,
+}
+
+
+def probe(setup: Setup, tool: str) -> str | None:
+    """Why *tool* cannot be measured here, or None."""
+    needs = {"capsa": ["tar2sqfs"], "apptainer": ["skopeo", "umoci", "mksquashfs"],
+             "charliecloud": ["ch-image", "ch-convert"], "podman": ["podman"]}[tool]
+    missing = [p for p in needs if shutil.which(p) is None]
+    if missing:
+        return f"not installed: {', '.join(missing)}"
+    if tool == "charliecloud" and setup.tls is None:
+        return "no HTTPS registry"
+    try:
+        RUNNERS[tool](setup, fresh_dir(setup, f"probe-{tool}"))
+    except (RuntimeError, OSError) as err:
+        return f"does not work here: {str(err).strip().splitlines()[-1][:200]}"
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--no-probe", action="store_true",
+                        help="skip the warm-up run that checks each tool works")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("benchmarks/pull/run must run as root (it measures as an unprivileged user)")
+        return 2
+    layout = build_layout()
+    user = ensure_test_user()
+    work = Path(tempfile.mkdtemp(prefix="capsa-bench-", dir="/var/tmp"))
+    os.chmod(work, 0o1777)
+    plain = start_registry()
+    tls = None
+    try:
+        plain.push_oci_layout(layout, IMAGE)
+        try:
+            tls = start_registry(tls=True)
+            tls.push_oci_layout(layout, IMAGE)
+        except Exception as err:  # charliecloud is then skipped with the reason
+            print(f"no HTTPS registry: {err}")
+        setup = Setup(user, plain, tls, work)
+        return measure(setup, [t for t in args.tools.split(",") if t], args.runs,
+                       not args.no_probe, layout)
+    finally:
+        plain.stop()
+        if tls is not None:
+            tls.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(setup: Setup, tools: list[str], runs: int, warm_up: bool, layout: Path) -> int:
+    size = sum(f.stat().st_size for f in (layout / "blobs").rglob("*") if f.is_file())
+    raw = ocibuild.debian_rootfs_tar(PACKAGES).stat().st_size
+    print(f"image: {raw / 1e6:.0f} MB uncompressed, {size / 1e6:.0f} MB gzip, 4 layers; "
+          f"{runs} run(s) each, cold cache, as {setup.user.name}; {os.cpu_count()} CPUs")
+    usable = []
+    for tool in tools:
+        reason = probe(setup, tool) if warm_up else None
+        if reason:
+            print(f"  {tool:<13} skipped: {reason}")
+        else:
+            usable.append(tool)
+    samples: dict[str, list[Sample]] = {t: [] for t in usable}
+    for _ in range(runs):
+        for tool in usable:  # interleaved, so load changes hit every tool alike
+            samples[tool].append(RUNNERS[tool](setup, fresh_dir(setup, tool)))
+    report(samples)
+    return 0
+
+
+def report(samples: dict[str, list[Sample]]) -> None:
+    medians = {t: (statistics.median(s.wall for s in v),
+                   statistics.median(s.rss_kib for s in v)) for t, v in samples.items() if v}
+    base = medians.get("capsa")
+    print(f"\n  {'tool':<13} {'wall s':>8} {'peak MiB':>9} {'wall/capsa':>11}   runs (s)")
+    for tool, (wall, rss) in medians.items():
+        ratio = f"{wall / base[0]:.2f}" if base else "-"
+        runs = " ".join(f"{s.wall:.1f}" for s in samples[tool])
+        print(f"  {tool:<13} {wall:>8.2f} {rss / 1024:>9.0f} {ratio:>11}   {runs}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

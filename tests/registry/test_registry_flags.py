@@ -1,0 +1,62 @@
+"""The shared registry flags and environment -> RegistryOptions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from capsa.cli.registry_flags import add_registry_flags, env_flag, registry_options
+from capsa.errors import UsageError
+from capsa.registry import Credentials
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_registry_flags(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults(tmp_path: Path) -> None:
+    opts = registry_options(_args(), {}, tmp_path)
+    assert not opts.no_https and opts.credentials is None and opts.authfile is None
+    assert opts.home == tmp_path
+    assert opts.registries_conf is not None
+
+
+@pytest.mark.parametrize("env", [{"APPTAINER_NOHTTPS": "1"}, {"SINGULARITY_NOHTTPS": "true"},
+                                 {"APPTAINER_NO_HTTPS": "yes"}])
+def test_no_https_from_env(env: dict[str, str], tmp_path: Path) -> None:
+    assert registry_options(_args(), env, tmp_path).no_https
+
+
+def test_no_https_flags(tmp_path: Path) -> None:
+    assert registry_options(_args("--no-https"), {}, tmp_path).no_https
+    assert registry_options(_args("--nohttps"), {}, tmp_path).no_https
+    assert not env_flag({"APPTAINER_NOHTTPS": "0"}, "NOHTTPS")
+
+
+def test_credentials_from_env(tmp_path: Path) -> None:
+    env = {"APPTAINER_DOCKER_USERNAME": "u", "APPTAINER_DOCKER_PASSWORD": "p"}
+    assert registry_options(_args(), env, tmp_path).credentials == Credentials("u", "p")
+    legacy = {"SINGULARITY_DOCKER_USERNAME": "l", "SINGULARITY_DOCKER_PASSWORD": "q"}
+    assert registry_options(_args(), legacy, tmp_path).credentials == Credentials("l", "q")
+    flags = _args("--docker-username", "f", "--docker-password", "g")
+    assert registry_options(flags, {}, tmp_path).credentials == Credentials("f", "g")
+    with pytest.raises(UsageError, match="without a username"):
+        registry_options(_args(), {"APPTAINER_DOCKER_PASSWORD": "p"}, tmp_path)
+
+
+def test_docker_login_needs_a_terminal(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="terminal"):
+        registry_options(_args("--docker-login"), {}, tmp_path)
+
+
+def test_authfile_and_registries_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "r.conf"
+    opts = registry_options(_args("--authfile", str(tmp_path / "a.json")),
+                            {"CONTAINERS_REGISTRIES_CONF": str(conf)}, tmp_path)
+    assert opts.authfile == tmp_path / "a.json"
+    assert opts.registries_conf == (conf,)
+    assert opts.credential_store().files() == [tmp_path / "a.json"]
