@@ -76,8 +76,9 @@ def timed(user: User, argv: list[str], env: dict[str, str], cwd: Path) -> Sample
                      "/usr/bin/time", "-v", *argv])
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n"
-                           f"{proc.stderr[-3000:]}")
+        own = proc.stderr.split("\tCommand being timed:")[0].strip().splitlines()
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): "
+                           f"{' | '.join(own[-3:])}")
     return Sample(_elapsed(proc.stderr), _rss(proc.stderr))
 
 
@@ -162,7 +163,7 @@ def probe(setup: Setup, tool: str) -> str | None:
     try:
         RUNNERS[tool](setup, fresh_dir(setup, f"probe-{tool}"))
     except (RuntimeError, OSError) as err:
-        return f"does not work here: {str(err).strip().splitlines()[-1][:200]}"
+        return f"does not work here: {str(err)[-400:]}"
     return None
 
 

@@ -113,6 +113,16 @@ def _pull_registry(uri: str, rest: str, dest: Path, platform: Platform,
     from capsa.oci import registry as source
 
     image = source.resolve(rest, platform, options.registry)
+    try:
+        return _fetch_and_convert(image, uri, dest, platform, options)
+    finally:
+        image.client.close()
+
+
+def _fetch_and_convert(image: Any, uri: str, dest: Path, platform: Platform,
+                       options: PullOptions) -> PullResult:
+    from capsa.oci import registry as source
+
     cache = options.cache
     if cache is None:
         with _workdir(options.tmpdir) as work:

@@ -205,3 +205,30 @@ def test_from_tar_stream_garbage_is_tool_error(tmp_path: Path) -> None:
     with pytest.raises(ToolError):
         from_tar_stream(dest, lambda out: out.write(b"garbage" * 1000))
     assert not dest.exists()
+
+
+# ---------------------------------------------------------------- CLI helpers
+
+
+@pytest.mark.parametrize(("uri", "name"), [
+    ("docker://alpine", "alpine_latest.sif"),
+    ("docker://alpine:3.19", "alpine_3.19.sif"),
+    ("docker://127.0.0.1:5000/lab/tool:v2", "tool_v2.sif"),
+    ("oras://ghcr.io/org/img:1.0", "img_1.0.sif"),
+    ("oci-archive:/data/my-image.tar", "my-image.sif"),
+    ("docker-archive:/data/saved.tar", "saved.sif"),
+    ("oci:/data/layout:v1", "layout.sif"),
+])
+def test_default_name(uri: str, name: str) -> None:
+    from capsa.cli.commands.pull import default_name
+
+    assert default_name(uri) == name
+
+
+def test_find_size() -> None:
+    from capsa.cli.commands.cache import find_size
+
+    assert find_size(0) == "0.00 KiB"
+    assert find_size(174) == "0.17 KiB"
+    assert find_size(37_318_000) == "35.59 MiB"
+    assert find_size(3 << 30) == "3.00 GiB"

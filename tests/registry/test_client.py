@@ -441,8 +441,10 @@ def test_broken_download_is_restarted() -> None:
     client = _client(reg)
     got = client.resolve(_ref(), AMD64)
     out = io.BytesIO()
-    client.fetch_blob(got.reference, got.layers[0], out)
+    seen: list[int] = []
+    client.fetch_blob(got.reference, got.layers[0], out, progress=seen.append)
     assert out.getvalue() == image.layers[0]
+    assert sum(seen) == len(image.layers[0]) and any(n < 0 for n in seen)
     reg.break_blobs[layer] = 3
     out = io.BytesIO()
     from capsa.registry.transport import ConnectionLost

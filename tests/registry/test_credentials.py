@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from capsa.errors import FormatError, NotFoundError
+from capsa.errors import FormatError, NotFoundError, ToolError
+from capsa.proc import Completed
 from capsa.registry.credentials import (
     DOCKER_HUB_AUTH_KEY,
     AuthFile,
@@ -125,3 +127,52 @@ def test_store_precedence(tmp_path: Path) -> None:
 
 def test_password_not_in_repr() -> None:
     assert "secret" not in repr(Credentials("u", "secret"))
+
+
+class FakeHelper:
+    """A Runner standing in for docker-credential-* programs."""
+
+    def __init__(self, answers: dict[str, tuple[int, bytes]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[tuple[str, ...], bytes | None]] = []
+
+    def run(self, argv: Sequence[str], *, check: bool = True, capture: bool = True,
+            input: bytes | None = None, **kwargs: object) -> Completed:
+        del check, capture, kwargs
+        self.calls.append((tuple(argv), input))
+        if argv[0] == "docker-credential-missing":
+            raise ToolError("docker-credential-missing not found in PATH")
+        code, out = self.answers.get((input or b"").decode(), (1, b"credentials not found"))
+        return Completed(tuple(argv), code, out, b"")
+
+
+def test_credential_helpers(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({
+        "auths": {"file.test": {"auth": _auth("f", "fp")}, "quay.io": {}},
+        "credHelpers": {"gcr.test": "gcr", "broken.test": "missing"},
+        "credsStore": "desktop",
+    }))
+    helper = FakeHelper({
+        "gcr.test": (0, b'{"ServerURL": "gcr.test", "Username": "g", "Secret": "gs"}'),
+        "quay.io": (0, b'{"Username": "q", "Secret": "qs"}'),
+        DOCKER_HUB_AUTH_KEY: (0, b'{"Username": "<token>", "Secret": "refresh"}'),
+    })
+    store = CredentialStore(authfile=path, runner=helper)
+    assert store.lookup("gcr.test") == Credentials("g", "gs")
+    assert helper.calls[-1] == (("docker-credential-gcr", "get"), b"gcr.test")
+    assert store.lookup("file.test") == Credentials("f", "fp")
+    assert store.lookup("quay.io") == Credentials("q", "qs")
+    assert helper.calls[-1][0] == ("docker-credential-desktop", "get")
+    assert store.lookup("docker.io") is None  # identity tokens: not supported
+    assert store.lookup("nowhere.test") is None  # "credentials not found"
+    assert store.lookup("broken.test") is None  # helper not installed: a warning
+
+
+def test_helper_garbage(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"credsStore": "x"}))
+    helper = FakeHelper({"h": (0, b"garbage")})
+    assert AuthFile(path).lookup("h", helper) is None
+    helper = FakeHelper({"h": (3, b"boom")})
+    assert AuthFile(path).lookup("h", helper) is None

@@ -311,3 +311,22 @@ def test_upload_of_a_lying_stream_is_stopped(plain_registry: Registry) -> None:
         assert not client.blob_exists(ref, desc.digest)
         client.push_blob(ref, desc, io.BytesIO(b"a" * 4096))
         assert client.blob_exists(ref, desc.digest)
+
+
+def test_parallel_downloads_over_one_pool(plain_registry: Registry, tmp_path: Path) -> None:
+    """Eight threads, one client, one connection pool, every blob verified."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [make_image({f"f{i}": bytes([i]) * 200_000}) for i in range(12)]
+    for i, image in enumerate(images):
+        plain_registry.push_raw("parallel/img", image.manifest, image.blobs, f"t{i}")
+    ref = parse_reference(plain_registry.ref("parallel/img:t0"))
+    descs = [Descriptor("l", sha256(i.layers[0]), len(i.layers[0])) for i in images]
+    with _client(plain_registry) as client:
+        def fetch(desc: Descriptor) -> bytes:
+            out = io.BytesIO()
+            client.fetch_blob(ref, desc, out)
+            return out.getvalue()
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(fetch, descs * 2)) == [i.layers[0] for i in images] * 2

@@ -137,3 +137,12 @@ def test_load_json_limits() -> None:
     with pytest.raises(FormatError, match="not valid JSON"):
         m.load_json(b"{", "x")
     assert m.load_json(json.dumps({"a": 1}).encode(), "x") == {"a": 1}
+
+
+def test_config_platform() -> None:
+    assert m.config_platform({"architecture": "arm64", "os": "linux", "variant": "v8"}) == \
+        Platform("linux", "arm64", "v8")
+    assert m.platform_matches(m.config_platform({"architecture": "amd64", "os": "linux"}),
+                              Platform("linux", "amd64"))
+    with pytest.raises(FormatError):
+        m.config_platform({"os": "linux"})

@@ -60,3 +60,23 @@ def test_authfile_and_registries_conf(tmp_path: Path) -> None:
     assert opts.authfile == tmp_path / "a.json"
     assert opts.registries_conf == (conf,)
     assert opts.credential_store().files() == [tmp_path / "a.json"]
+
+
+@pytest.mark.parametrize(("uri", "name"), [
+    ("docker://127.0.0.1:5000", "127.0.0.1:5000"),
+    ("docker://quay.io/org/", "quay.io/org"),
+    ("oras://ghcr.io", "ghcr.io"),
+    ("registry.test", "registry.test"),
+])
+def test_registry_name(uri: str, name: str) -> None:
+    from capsa.cli.commands.registry import registry_name
+
+    assert registry_name(uri) == name
+
+
+@pytest.mark.parametrize("uri", ["library://x", "https://x", "docker://"])
+def test_registry_name_refuses(uri: str) -> None:
+    from capsa.cli.commands.registry import registry_name
+
+    with pytest.raises(UsageError):
+        registry_name(uri)

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.runtime.conftest import spawn
 
 from support.cli import Capsa
-from tests.runtime.conftest import spawn
 
 pytestmark = pytest.mark.needs_userns
 

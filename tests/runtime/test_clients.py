@@ -6,9 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.runtime.conftest import full_argv
 
 from support.cli import Capsa
-from tests.runtime.conftest import full_argv
 
 pytestmark = pytest.mark.needs_userns
 

@@ -60,6 +60,6 @@ def test_exec_needs_a_command(any_capsa: Capsa, images: dict[str, Path]) -> None
 
 
 def test_uri_images_are_refused_clearly(any_capsa: Capsa) -> None:
-    result = any_capsa("exec", "oras://example.invalid/x:1", "true")
+    result = any_capsa("exec", "bogus://example.invalid/x:1", "true")
     assert result.returncode == 255
     _fatal(result.stderr)

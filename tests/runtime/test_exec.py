@@ -141,3 +141,28 @@ def test_hostname(any_capsa: Capsa, images: dict[str, Path]) -> None:
 def test_setuid_cannot_raise_privilege(any_capsa: Capsa, images: dict[str, Path]) -> None:
     result = any_capsa("exec", str(images["sif"]), "grep", "NoNewPrivs", "/proc/self/status")
     assert result.stdout.split() == ["NoNewPrivs:", "1"], result
+
+
+def test_sif_runs_itself_through_run_singularity(any_capsa: Capsa, images: dict[str, Path],
+                                                 scratch: Path) -> None:
+    """``./image.sif args``: the launch line ``#!/usr/bin/env run-singularity``."""
+    import sys
+
+    bindir = scratch / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "run-singularity"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from capsa.cli.main import '
+                       'run_singularity_entry; run_singularity_entry()" "$@"\n')
+    wrapper.chmod(0o755)
+    import subprocess
+
+    from tests.runtime.conftest import full_argv
+
+    argv = full_argv(any_capsa, "version")
+    at = argv.index("env")
+    env_end = next(i for i in range(at + 2, len(argv)) if "=" not in argv[i])
+    environment = [a if not a.startswith("PATH=") else f"PATH={bindir}:{a[5:]}"
+                   for a in argv[at:env_end]]
+    done = subprocess.run([*argv[:at], *environment, str(images["sif"]), "a", "b"],
+                          capture_output=True, text=True, cwd=str(scratch), check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "runscript args: a b\n", "")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from support.cli import Capsa
-from support.images import HELP, LABELS, RUNSCRIPT, TEST_SCRIPT
+from support.images import APP_HELP, HELP, LABELS, RUNSCRIPT, TEST_SCRIPT
 
 pytestmark = pytest.mark.needs_userns
 
@@ -55,3 +55,19 @@ def test_inspect_bad_image(any_capsa: Capsa, scratch: Path) -> None:
     result = any_capsa("inspect", str(scratch / "missing.sif"))
     assert result.returncode == 255
     assert result.stderr.startswith("FATAL:   ")
+
+
+def test_apps(any_capsa: Capsa, images: dict[str, Path]) -> None:
+    sif = str(images["sif"])
+    listed = any_capsa("inspect", "--list-apps", sif)
+    assert listed.stdout == "hello\n", listed
+    labels = any_capsa("inspect", "--app", "hello", sif)
+    assert labels.stdout == "app: hello\n"
+    helped = any_capsa("run-help", "--app", "hello", sif)
+    assert helped.stdout == APP_HELP
+    ran = any_capsa("run", "--app", "hello", sif, "x")
+    assert (ran.returncode, ran.stdout) == (0, "hello app: x\n"), ran
+    env = any_capsa("exec", "--app", "hello", sif, "sh", "-c", "echo $HELLO_APP")
+    assert env.stdout == "yes\n"
+    every = json.loads(any_capsa("inspect", "--all", sif).stdout)
+    assert every["data"]["attributes"]["apps"]["hello"]["labels"] == {"app": "hello"}

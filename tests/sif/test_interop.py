@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from capsa.errors import CapsaError
 from capsa.sif import (
     DataType,
     FormatType,
@@ -174,3 +178,47 @@ def test_setprim_both_ways(capsa: Capsa, siftool: str, tmp_path: Path) -> None:
     with SifImage.open(image) as sif:
         assert sif.primary_partition().id == 2
         assert sif.header.arch == "02"
+
+
+def capsa_sif(argv: list[str]) -> None:
+    """`capsa sif ARGV` in this process (the CLI's own parsing and mapping)."""
+    import argparse
+
+    from capsa.cli.commands import sif as command
+
+    parser = argparse.ArgumentParser(prog="capsa sif")
+    command.configure(parser)
+    command.run(parser.parse_args(argv))
+
+
+OPERATIONS = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.integers(0, len(ADDS) - 1), st.integers(0, 5000)),
+    st.tuples(st.just("del"), st.integers(1, 8), st.just(0)),
+), max_size=7)
+
+
+@pytest.mark.usefixtures("siftool")
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPERATIONS)
+def test_random_edits_match_siftool_byte_for_byte(operations: list[tuple[str, int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        ours, theirs = Path(scratch) / "capsa.sif", Path(scratch) / "siftool.sif"
+        deterministic_base(ours)
+        shutil.copy(ours, theirs)
+        for step, (verb, arg, size) in enumerate(operations):
+            if verb == "add":
+                source = Path(scratch) / f"object-{step}"
+                source.write_bytes(bytes([step + 65]) * size)
+                argv = ["add", "IMAGE", str(source), *ADDS[arg]]
+            else:
+                argv = ["del", str(arg), "IMAGE"]
+            reference = subprocess.run(
+                ["siftool", *(str(theirs) if a == "IMAGE" else a for a in argv)],
+                capture_output=True, check=False)
+            try:
+                capsa_sif([str(ours) if a == "IMAGE" else a for a in argv])
+            except CapsaError:
+                assert reference.returncode != 0, (argv, reference)
+            else:
+                assert reference.returncode == 0, (argv, reference.stderr)
+            assert without_times(ours) == without_times(theirs), argv

@@ -16,8 +16,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capsa.errors import SifFormatError
-from capsa.sif import SifImage
-from capsa.sif.format import DESCRIPTOR_STRUCT, GO_ZERO_TIME, HEADER_STRUCT, MAGIC, VERSION
+from capsa.sif import (
+    DataType,
+    FormatType,
+    FSType,
+    HashType,
+    MessageType,
+    NewObject,
+    PartType,
+    SifImage,
+    create,
+)
+from capsa.sif.format import (
+    DESCRIPTOR_STRUCT,
+    GO_ZERO_TIME,
+    HEADER_STRUCT,
+    MAGIC,
+    SBOM_FORMATS,
+    VERSION,
+)
 from capsa.sif.show import header_text, info_text, list_text
 
 TIMES = st.one_of(st.just(GO_ZERO_TIME), st.just(0),
@@ -104,3 +121,53 @@ def test_capsa_prints_what_siftool_prints(layout: dict[str, object]) -> None:
                         info_text(d)
                 else:
                     assert out == info_text(d).encode()
+
+
+KNOWN_TYPES = [t for t in DataType if t not in (DataType.OCI_ROOT_INDEX, DataType.OCI_BLOB)]
+
+
+@st.composite
+def new_objects(draw: st.DrawFn) -> NewObject:
+    data_type = draw(st.sampled_from(KNOWN_TYPES))
+    extra: dict[str, object] = {}
+    if data_type == DataType.PARTITION:
+        extra = {"fs_type": draw(st.sampled_from(list(FSType))),
+                 "part_type": draw(st.sampled_from([PartType.SYSTEM, PartType.DATA,
+                                                    PartType.OVERLAY])),
+                 "arch": draw(st.sampled_from(["386", "amd64", "arm64", "riscv64", "s390x"]))}
+    elif data_type == DataType.SIGNATURE:
+        extra = {"hash_type": draw(st.sampled_from(list(HashType))),
+                 "fingerprint": draw(st.binary(max_size=20))}
+    elif data_type == DataType.CRYPTO_MESSAGE:
+        extra = {"format_type": draw(st.sampled_from(list(FormatType))),
+                 "message_type": draw(st.sampled_from(list(MessageType)))}
+    elif data_type == DataType.SBOM:
+        extra = {"sbom_format": draw(st.sampled_from(sorted(SBOM_FORMATS.values())))}
+    return NewObject(
+        data_type, data=draw(st.binary(max_size=300)), name=draw(TEXT),
+        group_id=draw(st.integers(0, 3)), linked_id=draw(st.integers(0, 3)),
+        linked_is_group=draw(st.booleans()), alignment=draw(st.sampled_from([0, 1, 8, 512])),
+        **extra)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("siftool")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(new_objects(), max_size=6), st.booleans())
+def test_what_capsa_writes_reads_back_the_same_in_both(objects: list[NewObject],
+                                                        deterministic: bool) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "x.sif"
+        create(path, objects, deterministic=deterministic, descriptors=8)
+        with SifImage.open(path) as image:
+            assert siftool("header", str(path)) == (0, header_text(image.header).encode())
+            assert siftool("list", str(path)) == (0, list_text(image.descriptors).encode())
+            for obj, d in zip(objects, image.descriptors, strict=True):
+                assert (d.data_type, d.group_id, d.linked_id, d.linked_is_group) == \
+                    (obj.data_type, obj.group_id, obj.linked_id, obj.linked_is_group)
+                assert d.name == obj.name and image.read(d) == obj.data
+                assert siftool("dump", str(d.id), str(path)) == (0, obj.data)
+                assert siftool("info", str(d.id), str(path)) == (0, info_text(d).encode())
+        if deterministic:
+            again = Path(scratch) / "y.sif"
+            create(again, objects, deterministic=True, descriptors=8)
+            assert again.read_bytes() == path.read_bytes()

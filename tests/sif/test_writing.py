@@ -219,3 +219,12 @@ def test_set_primary_swaps_the_primary_partition(tmp_path: Path) -> None:
     create(path, [NewObject(DataType.GENERIC, data=b"x")])
     with pytest.raises(UsageError, match="not a partition"):
         set_primary(path, 1)
+
+
+def test_adding_an_image_to_itself_copies_its_old_content(tmp_path: Path) -> None:
+    path = tmp_path / "a.sif"
+    create(path, [NewObject(DataType.GENERIC, data=b"x" * 100)])
+    before = path.read_bytes()
+    (new_id,) = add_objects(path, [NewObject(DataType.GENERIC, path=str(path))])
+    with SifImage.open(path) as image:
+        assert image.read(image.get(new_id)) == before

@@ -18,6 +18,7 @@ BUSYBOX = Path("/bin/busybox")
 RUNSCRIPT = '#!/bin/sh\necho "runscript args: $*"\n'
 TEST_SCRIPT = '#!/bin/sh\necho "test passed"\n'
 HELP = "This is the busybox test image.\n"
+APP_HELP = "The hello app.\n"
 DEFFILE = "Bootstrap: scratch\n\n%runscript\n    echo \"runscript args: $*\"\n"
 LABELS = {"org.label-schema.schema-version": "1.0", "maintainer": "capsa tests"}
 ENV_SCRIPT = 'export FROM_IMAGE="image value"\nexport IMAGE_PATH_SEEN="$PATH"\n'
@@ -63,6 +64,11 @@ def make_rootfs(dest: Path, *, shell: bool = True) -> Path:
     _write(meta / "runscript.help", HELP)
     _write(meta / "Singularity", DEFFILE)
     _write(meta / "labels.json", json.dumps(LABELS, indent=4))
+    app = dest / "scif/apps/hello/scif"
+    _write(app / "runscript", '#!/bin/sh\necho "hello app: $*"\n', 0o755)
+    _write(app / "runscript.help", APP_HELP)
+    _write(app / "labels.json", json.dumps({"app": "hello"}))
+    _write(app / "env/90-environment.sh", "export HELLO_APP=yes\n", 0o755)
     return dest
 
 

@@ -128,6 +128,8 @@ def image(layers: Sequence[Layer], *, arch: str = "amd64", variant: str = "",
         "architecture": arch, "os": "linux",
         "config": dict(config or {"Env": ["PATH=/bin:/usr/bin"], "Cmd": ["/bin/sh"]}),
         "rootfs": {"type": "layers", "diff_ids": [lay.diff_id for lay in layers]},
+        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": f"capsa test layer {i}"}
+                    for i in range(len(layers))],
     }
     if variant:
         doc["variant"] = variant

@@ -42,9 +42,18 @@ API:
   - ``push_blob(ref, desc, source)``, ``push_manifest(ref, media_type,
     data) -> Descriptor``, ``blob_exists(ref, digest)`` (for ``push``).
   - ``check_login(host, credentials)`` (``registry login``).
+- Robustness: reads (GET/HEAD) are retried on 5xx and broken connections
+  (``client.retries``, ``client.retry_delay``); a blob whose connection
+  breaks is restarted from zero; redirects to blob stores never carry the
+  registry credentials.  Credentials: explicit, else ``--authfile``, else
+  ``~/.apptainer/docker-config.json`` then ``~/.docker/config.json``
+  (``credHelpers``/``credsStore`` helpers are asked too).
 - :class:`ResolvedImage`: ``reference`` (where it was found), ``manifest``
   (descriptor), ``manifest_bytes``, ``config``, ``layers``, ``platform``,
   ``index``, ``annotations``.
+- :func:`capsa.registry.manifest.config_platform` reads an image config's
+  platform: compare it with the one asked for when a registry served a
+  single manifest (no index), as ``resolve`` can not know it.
 - Tests: :class:`capsa.registry.fake.MemoryRegistry` is an in-memory
   registry that is also a :class:`Transport`.
 

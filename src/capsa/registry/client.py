@@ -25,6 +25,7 @@ from capsa.digest import (
     Descriptor,
     Platform,
     VerifyingReader,
+    hasher_for,
     sha256_digest,
 )
 from capsa.errors import (
@@ -169,9 +170,12 @@ class RegistryClient:
                              {"Accept": MANIFEST_ACCEPT}, what=f"image {ref}")
         data = _read_limited(resp, MAX_MANIFEST_SIZE, f"manifest of {ref}")
         digest = sha256_digest(data)
-        if ref.digest and ref.digest.startswith("sha256:") and digest != ref.digest:
-            raise DigestMismatchError(
-                f"manifest digest mismatch for {ref}: got {digest}")
+        if ref.digest:
+            hasher = hasher_for(ref.digest)
+            hasher.update(data)
+            actual = f"{ref.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+            if actual != ref.digest:
+                raise DigestMismatchError(f"manifest digest mismatch for {ref}: got {actual}")
         doc = load_json(data, f"manifest of {ref}")
         media_type = media_type_of(doc, resp.headers.get("content-type", ""))
         return Descriptor(media_type, digest, len(data)), data, doc
@@ -194,12 +198,25 @@ class RegistryClient:
         size and digest on the way.  On any failure *out* is emptied (when
         seekable) and the error raised: nothing unverified is kept.  A
         connection that breaks mid-blob is retried from the start (when
-        *out* can be emptied)."""
+        *out* can be emptied).  *progress* gets the number of bytes written
+        after each chunk, and minus what it was told when a download
+        restarts."""
+        written = 0
+
+        def count(n: int) -> None:
+            nonlocal written
+            written += n
+            if progress is not None:
+                progress(n)
+
         for attempt in range(self.retries + 1):
             try:
-                self._fetch_blob_once(ref, desc, out, progress)
+                self._fetch_blob_once(ref, desc, out, count)
                 return
             except ConnectionLost:
+                if progress is not None and written:
+                    progress(-written)
+                written = 0
                 if not _discard(out) or attempt == self.retries:
                     raise
                 log.debug("blob %s: connection lost, retrying", desc.digest)

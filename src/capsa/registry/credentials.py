@@ -6,7 +6,9 @@ files (``--authfile``, ``~/.apptainer/docker-config.json``, then
 
 Auth files are JSON ``{"auths": {"HOST": {"auth": base64("user:pass")}}}``;
 keys may be URLs (``https://index.docker.io/v1/``) and are matched by
-host.  Files are written atomically with mode 0600.
+host.  Docker credential helpers named by ``credHelpers``/``credsStore``
+are asked (``docker-credential-NAME get``, through :mod:`capsa.proc`) when
+the file has no usable entry.  Files are written atomically with mode 0600.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from capsa.errors import FormatError, NotFoundError
+from capsa.errors import FormatError, NotFoundError, ToolError
+
+if TYPE_CHECKING:
+    from capsa.proc import Runner
 
 log = logging.getLogger("capsa.registry")
 
@@ -94,13 +99,24 @@ class AuthFile:
     def hosts(self) -> list[str]:
         return [auth_key_host(key) for key, _ in self.entries()]
 
-    def lookup(self, host: str) -> Credentials | None:
+    def lookup(self, host: str, runner: Runner | None = None) -> Credentials | None:
+        """Credentials for *host*: a ``credHelpers`` helper for it, else the
+        ``auths`` entry, else the ``credsStore`` helper."""
+        doc = self.load()
         wanted = auth_key_host(host)
+        helpers = doc.get("credHelpers")
+        if isinstance(helpers, dict):
+            for key, helper in helpers.items():
+                if auth_key_host(key) == wanted and isinstance(helper, str) and helper:
+                    return helper_get(helper, key, runner)
         for key, entry in self.entries():
             if auth_key_host(key) == wanted:
                 creds = _decode_entry(entry, self.path, key)
                 if creds is not None:
                     return creds
+        store = doc.get("credsStore")
+        if isinstance(store, str) and store:
+            return helper_get(store, storage_key(host), runner)
         return None
 
     def store(self, host: str, credentials: Credentials) -> None:
@@ -140,6 +156,39 @@ class AuthFile:
             raise
 
 
+def helper_get(helper: str, server: str, runner: Runner | None = None) -> Credentials | None:
+    """Ask ``docker-credential-<helper>`` for *server*'s credentials.
+
+    A missing helper or one that fails is a warning, not an error: public
+    images still pull anonymously.
+    """
+    from capsa.proc import DEFAULT_RUNNER
+
+    program = f"docker-credential-{helper}"
+    try:
+        done = (runner or DEFAULT_RUNNER).run([program, "get"], input=server.encode(),
+                                              check=False)
+    except ToolError as err:
+        log.warning("credential helper %s: %s", program, err)
+        return None
+    if done.returncode != 0:
+        if b"credentials not found" not in done.stdout + done.stderr:
+            log.warning("credential helper %s failed for %s", program, server)
+        return None
+    try:
+        doc = json.loads(done.stdout)
+        username, secret = doc["Username"], doc["Secret"]
+    except (ValueError, KeyError, TypeError):
+        log.warning("credential helper %s sent an unreadable answer", program)
+        return None
+    if not isinstance(username, str) or not isinstance(secret, str) or not username:
+        return None
+    if username == "<token>":
+        log.debug("credential helper %s: identity tokens are not supported", program)
+        return None
+    return Credentials(username, secret)
+
+
 def _decode_entry(entry: dict[str, Any], path: Path, key: str) -> Credentials | None:
     user, password = entry.get("username"), entry.get("password")
     if isinstance(user, str) and isinstance(password, str) and user:
@@ -170,6 +219,7 @@ class CredentialStore:
     explicit: Credentials | None = None
     authfile: Path | None = None
     home: Path | None = None
+    runner: Runner | None = None
 
     def files(self) -> Sequence[Path]:
         if self.authfile is not None:
@@ -190,7 +240,7 @@ class CredentialStore:
         if self.explicit is not None:
             return self.explicit
         for path in self.files():
-            creds = AuthFile(path).lookup(host)
+            creds = AuthFile(path).lookup(host, self.runner)
             if creds is not None:
                 log.debug("using credentials for %s from %s", host, path)
                 return creds

@@ -204,3 +204,15 @@ def check_kind(media_type: str) -> str:
     if media_type in DOCKER_SCHEMA1:
         raise FormatError("Docker schema 1 manifests are not supported (re-push the image)")
     raise FormatError(f"the manifest is not a container image (media type {media_type!r})")
+
+
+def config_platform(config: Mapping[str, Any]) -> Platform:
+    """The platform an image config says it is for (``architecture``,
+    ``os``, ``variant``), to compare with what was asked for when the
+    registry had a single manifest rather than an index."""
+    arch = config.get("architecture")
+    os_name = config.get("os")
+    variant = config.get("variant") or ""
+    if not isinstance(arch, str) or not isinstance(os_name, str) or not isinstance(variant, str):
+        raise FormatError("the image config has no valid architecture/os")
+    return Platform(os_name, arch, variant)

@@ -29,6 +29,7 @@ log = logging.getLogger("capsa.runtime.tree")
 
 _SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64",
                 "/proc", "/root", "/sbin", "/sys", "/usr", "/var")
+_MAX_IDENTITY_FILE = 4 << 20
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -154,8 +155,10 @@ class Tree:
         for name in ("passwd", "group"):
             try:
                 path = lower + resolve_in_root(lower, f"/etc/{name}")
+                if not os.path.isfile(path):  # never a FIFO or device of a hostile image
+                    raise FileNotFoundError(path)
                 with open(path, encoding="utf-8", errors="replace") as handle:
-                    current = handle.read()
+                    current = handle.read(_MAX_IDENTITY_FILE)
             except OSError:
                 log.warning("%s file doesn't exist in container, not updating", name)
                 continue
@@ -209,11 +212,12 @@ class Tree:
 
     def _minimal_dev(self, dev: str) -> None:
         linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755")
-        nodes = [f"/dev/{n}" for n in _DEV_NODES if os.path.exists(f"/dev/{n}")]
+        nodes = [(f"/dev/{n}", f"/dev/{n}") for n in _DEV_NODES if os.path.exists(f"/dev/{n}")]
         if self.spec.gpu is not None:
-            nodes += [d for d in self.spec.gpu.devices if d.startswith("/dev/")]
-        for node in nodes:
-            target = dev + node[4:]
+            nodes += [(host, inside) for host, inside in self.spec.gpu.device_binds()
+                      if inside.startswith("/dev/")]
+        for node, inside in nodes:
+            target = dev + inside[4:]
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
             linux.bind(node, target, recursive=False, extra=linux.MS_NOSUID)

@@ -16,11 +16,13 @@ import errno
 import itertools
 import os
 import stat
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import uuid
 
 from capsa.errors import NotFoundError, SifFormatError, UsageError
 from capsa.sif.format import (
@@ -61,7 +63,7 @@ class Header:
     launch_script: bytes
     version: str
     arch: str  # SIF code, "02"; "00" when there is no primary partition
-    id: uuid.UUID
+    id_bytes: bytes  # the image UUID's 16 bytes; ``id`` is it as a uuid.UUID
     created_at: int
     modified_at: int
     descriptors_free: int
@@ -80,8 +82,15 @@ class Header:
             raise SifFormatError("invalid SIF magic")
         if version != VERSION:
             raise SifFormatError("incompatible SIF version")
-        return cls(launch.rstrip(b"\x00"), _text(version), _text(arch), uuid.UUID(bytes=ident),
+        return cls(launch.rstrip(b"\x00"), _text(version), _text(arch), ident,
                    ctime, mtime, free, total, doff, dsize, data_off, data_size, bytes(raw))
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The image UUID (uuid is imported only here: the exec path needs no ID)."""
+        import uuid
+
+        return uuid.UUID(bytes=self.id_bytes)
 
     def raw(self) -> bytes:
         """The exact 128 bytes of the header (as read, or as it would be written)."""
@@ -89,7 +98,7 @@ class Header:
             return self._raw
         return HEADER_STRUCT.pack(
             self.launch_script, MAGIC, self.version.encode(), self.arch.encode(),
-            self.id.bytes, self.created_at, self.modified_at, self.descriptors_free,
+            self.id_bytes, self.created_at, self.modified_at, self.descriptors_free,
             self.descriptors_total, self.descriptors_offset, self.descriptors_size,
             self.data_offset, self.data_size)
 
@@ -354,7 +363,9 @@ def _check_descriptors(h: Header, descriptors: list[Descriptor], file_size: int)
         seen.add(d.id)
         if d.offset < 0 or d.size < 0 or d.size_with_padding < d.size:
             raise SifFormatError(f"object {d.id} has a negative offset or size")
-        if d.offset + d.size > file_size:
+        # An empty object may sit past the end: its alignment padding was never
+        # written (the reference writes images so).
+        if d.size and d.offset + d.size > file_size:
             raise SifFormatError(f"object {d.id} points past the end of the file")
         if d.size and (d.offset < HEADER_SIZE or
                        (d.offset < table_end and d.offset + d.size > h.descriptors_offset)):

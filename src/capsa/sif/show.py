@@ -155,7 +155,7 @@ def header_text(h: Header) -> str:
     rows.append(f"Version:\t{h.version}")
     if (arch := go_arch(h.arch)) != "unknown":
         rows.append(f"Primary Architecture:\t{arch}")
-    if h.id.int:
+    if any(h.id_bytes):
         rows.append(f"ID:\t{h.id}")
     if h.created_at != GO_ZERO_TIME:
         rows.append(f"Created At:\t{go_time(h.created_at)}")

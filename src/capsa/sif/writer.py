@@ -172,18 +172,30 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 def _copy_file(fd: int, source: str, offset: int) -> int:
     """Copy *source* into *fd* at *offset*: in the kernel (copy_file_range, which
-    also shares extents on filesystems that can) where it can, by reads otherwise."""
+    also shares extents on filesystems that can) where it can, by reads otherwise.
+    A regular file is copied up to the size it had at the start (it may be the
+    image itself); anything else until its end."""
     with open(source, "rb") as src:
+        info = os.fstat(src.fileno())
+        limit = info.st_size if stat.S_ISREG(info.st_mode) else None
         done = 0
-        if stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+        if limit is not None:
             try:
-                while n := os.copy_file_range(src.fileno(), fd, _COPY_CHUNK, done, offset + done):
+                while done < limit:
+                    n = os.copy_file_range(src.fileno(), fd, min(_COPY_CHUNK, limit - done),
+                                           done, offset + done)
+                    if n == 0:
+                        break
                     done += n
                 return done
             except OSError:
                 pass  # EXDEV, EINVAL, ENOSYS...: go on with plain reads from where it stopped
             src.seek(done)
-        while chunk := src.read(_COPY_CHUNK):
+        while limit is None or done < limit:
+            want = _COPY_CHUNK if limit is None else min(_COPY_CHUNK, limit - done)
+            chunk = src.read(want)
+            if not chunk:
+                break
             _write_all(fd, chunk, offset + done)
             done += len(chunk)
         return done
@@ -244,7 +256,7 @@ def _replace(h: Header, **changes: object) -> Header:
 
 def _pack_header(h: Header) -> bytes:
     return HEADER_STRUCT.pack(
-        h.launch_script, MAGIC, VERSION, h.arch.encode(), h.id.bytes, h.created_at,
+        h.launch_script, MAGIC, VERSION, h.arch.encode(), h.id_bytes, h.created_at,
         h.modified_at, h.descriptors_free, h.descriptors_total, h.descriptors_offset,
         h.descriptors_size, h.data_offset, h.data_size)
 
@@ -278,7 +290,7 @@ def create(path: str | os.PathLike[str], objects: Sequence[NewObject], *,
     if time is None:
         time = GO_ZERO_TIME if deterministic else _now()
     table_size = descriptors * DESCRIPTOR_SIZE
-    header = Header(launch_script.rstrip(b"\x00"), "01", ARCH_UNKNOWN, id, time, time,
+    header = Header(launch_script.rstrip(b"\x00"), "01", ARCH_UNKNOWN, id.bytes, time, time,
                     descriptors, descriptors, DEFAULT_DESCRIPTORS_OFFSET, table_size,
                     DEFAULT_DESCRIPTORS_OFFSET + table_size, 0)
     table = _Table(header, [_EMPTY_SLOT] * descriptors, primary=False)
@@ -333,7 +345,7 @@ def _umask() -> int:
 def _image_time(image: SifImage, deterministic: bool) -> int:
     """Now, or the zero time for deterministic images (as the reference does)."""
     h = image.header
-    if deterministic or (h.id.int == 0 and h.created_at == GO_ZERO_TIME
+    if deterministic or (not any(h.id_bytes) and h.created_at == GO_ZERO_TIME
                          and h.modified_at == GO_ZERO_TIME):
         return GO_ZERO_TIME
     return _now()

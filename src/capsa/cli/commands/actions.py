@@ -65,7 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--nv", action="store_true", help="bind the NVIDIA driver")
     add("--nvccli", action="store_true", help="NVIDIA through nvidia-container-cli")
     add("--rocm", action="store_true", help="bind the ROCm driver")
-    add("image", help="SIF file or sandbox directory")
+    add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
+    add("--docker-login", action="store_true", help="log in to the registry interactively")
+    add("--authfile", metavar="FILE", help="registry credentials file")
+    add("image", help="SIF file, sandbox directory, or docker://, oras:// ... URI")
     add("args", nargs=argparse.REMAINDER, help="command and arguments")
 
 
@@ -99,15 +102,62 @@ def run(args: argparse.Namespace) -> int:
     _apply_env_defaults(args)
     if args.command == "exec" and not args.args:
         raise UsageError("exec requires a command to run: exec [options] IMAGE COMMAND [ARGS]")
-    spec = build_spec(args)
-    from capsa.runtime.launcher import launch
+    pulled = _pull_uri(args) if _is_uri(args.image) else None
+    try:
+        spec = build_spec(args)
+        from capsa.runtime.launcher import launch
 
-    status = launch(spec)
+        status = launch(spec)
+    finally:
+        if pulled is not None:
+            os.unlink(pulled)
     # Everything is cleaned up and flushed: skip the interpreter's teardown
     # (module and object finalisation costs ~10 ms, a third of a start).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+_LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:")
+
+
+def _is_uri(image: str) -> bool:
+    return "://" in image or (image.startswith(_LOCAL_SCHEMES) and not os.path.exists(image))
+
+
+def _pull_uri(args: argparse.Namespace) -> str:
+    """``docker://`` and friends: pull through the cache into a temporary SIF
+    (removed after the run), as Apptainer runs the SIF it pulled."""
+    from pathlib import Path
+
+    from capsa.cli.commands.pull import registry_options
+    from capsa.content import ContentCache, default_cache_root
+    from capsa.errors import EnvironmentFailure
+    from capsa.pull import PullOptions, pull, split_uri
+    from capsa.runtime.mounts import make_temp_dir
+
+    split_uri(args.image)  # unsupported schemes: UsageError before any work
+    cache: ContentCache | None = ContentCache(default_cache_root())
+    try:
+        if cache is not None:
+            cache.ensure()
+    except EnvironmentFailure:
+        cache = None
+    tmpdir = os.environ.get("APPTAINER_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    work = make_temp_dir(tmpdir, "capsa-pull-")
+    dest = Path(work) / "image.sif"
+    try:
+        pull(args.image, dest, PullOptions(cache=cache, tmpdir=Path(tmpdir),
+                                           registry=registry_options(args)))
+        final = f"{work}.sif"
+        os.rename(dest, final)
+    finally:
+        if dest.exists():
+            dest.unlink()
+        os.rmdir(work)
+    args.image_ref = args.image
+    args.image = final
+    return final
 
 
 def _cwd() -> str:
@@ -140,7 +190,8 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
     if args.pwd and not args.pwd.startswith("/"):
         raise UsageError(f"--pwd must be an absolute path: {args.pwd}")
     return ContainerSpec(
-        image=img, image_ref=os.path.abspath(args.image), action=args.command,
+        image=img, image_ref=getattr(args, "image_ref", None) or os.path.abspath(args.image),
+        action=args.command,
         argv=tuple(args.args), identity=identity, cwd=cwd,
         home_source=home_source, home_dest=home_dest, binds=tuple(bind_list),
         env=tuple(forced.items()), host_env=tuple(host.items()), pwd=args.pwd,
@@ -218,12 +269,18 @@ def _overlay(value: str) -> OverlaySpec:
 
 
 def _gpu(args: argparse.Namespace) -> GpuPlan | None:
+    """The GPU plan for --nv / --nvccli / --rocm (several: merged, as Apptainer
+    binds both drivers when asked for both)."""
     vendors = [v for v in ("nvccli", "nv", "rocm") if getattr(args, v)]
+    if "nvccli" in vendors and "nv" in vendors:
+        vendors.remove("nv")
     if not vendors:
         return None
     from capsa.runtime.gpu import gpu_plan
 
-    vendor = vendors[0]
-    if vendor == "nvccli":
+    if "nvccli" in vendors:
         args.writable_tmpfs = True
-    return gpu_plan(vendor, contain=args.contain, environ=os.environ)
+    plan = gpu_plan(vendors[0], contain=args.contain, environ=os.environ)
+    for vendor in vendors[1:]:
+        plan = plan.merged(gpu_plan(vendor, contain=args.contain, environ=os.environ))
+    return plan

@@ -121,10 +121,20 @@ def _login(args: argparse.Namespace) -> int:
         _check_login(host, creds, args.no_https or env_flag(os.environ, "NOHTTPS", "NO_HTTPS"))
         path = _auth_path(args)
         AuthFile(path).store(name, creds)
+        if not args.authfile:
+            _private_dir(path.parent)
     except CapsaError as err:
         raise type(err)(f"while login to {args.uri}: {err}") from err
     log.info(f"Token stored in {path}")
     return 0
+
+
+def _private_dir(path: Path) -> None:
+    """~/.apptainer holds secrets: keep it 0700, as Apptainer does."""
+    try:
+        os.chmod(path, 0o700)
+    except OSError as err:
+        log.warning(f"Couldn't enforce permission 0700 on {path}: {err.strerror}")
 
 
 def _check_login(host: str, creds: Credentials, no_https: bool) -> None:
