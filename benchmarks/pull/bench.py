@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,18 +132,21 @@ def run_charliecloud(setup: Setup, d: Path) -> Sample:
 
 
 def run_podman(setup: Setup, d: Path) -> Sample:
-    (d / "run").mkdir(mode=0o700)
-    setup.user.own(d / "run")
-    env = {"XDG_RUNTIME_DIR": str(d / "run"), "TMPDIR": str(d)}
-    argv = ["podman", "--root", str(d / "storage"), "--runroot", str(d / "run" / "podman"),
-            "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "pull", "--quiet",
-            "--tls-verify=false", f"{setup.plain.host}/{IMAGE}"]
-    sample = timed(setup.user, argv, env, d)
-    setup.user.wrap(["true"])
-    subprocess.run(setup.user.wrap(["env", f"XDG_RUNTIME_DIR={d / 'run'}", "podman",
-                                    "unshare", "rm", "-rf", str(d / "storage")]),
-                   capture_output=True)
-    return sample
+    # podman refuses a run root longer than 50 characters.
+    run = Path(tempfile.mkdtemp(prefix="pr", dir="/tmp"))
+    setup.user.own(run)
+    env = {"XDG_RUNTIME_DIR": str(run), "TMPDIR": str(d)}
+    base = ["podman", "--root", str(d / "storage"), "--runroot", str(run / "p"),
+            "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs"]
+    try:
+        return timed(setup.user, [*base, "pull", "--quiet", "--tls-verify=false",
+                                  f"{setup.plain.host}/{IMAGE}"], env, d)
+    finally:  # the store holds files of sub-uids: remove it from inside
+        full = {**setup.user.base_env(), **env}
+        subprocess.run(setup.user.wrap(["env", *(f"{k}={v}" for k, v in full.items()),
+                                        *base, "unshare", "rm", "-rf", str(d / "storage")]),
+                       capture_output=True)
+        shutil.rmtree(run, ignore_errors=True)
 
 
 RUNNERS: dict[str, Callable[[Setup, Path], Sample]] = {
@@ -173,7 +177,11 @@ def main() -> int:
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--no-probe", action="store_true",
                         help="skip the warm-up run that checks each tool works")
+    parser.add_argument("--compressors", action="store_true",
+                        help="instead: time tar2sqfs on the image's rootfs per compressor")
     args = parser.parse_args()
+    if args.compressors:
+        return compressors(args.runs)
     if os.geteuid() != 0:
         print("benchmarks/pull/run must run as root (it measures as an unprivileged user)")
         return 2
@@ -217,6 +225,34 @@ def measure(setup: Setup, tools: list[str], runs: int, warm_up: bool, layout: Pa
         for tool in usable:  # interleaved, so load changes hit every tool alike
             samples[tool].append(RUNNERS[tool](setup, fresh_dir(setup, tool)))
     report(samples)
+    return 0
+
+
+COMPRESSORS = (("zstd", "1"), ("zstd", "3"), ("zstd", "9"), ("gzip", "1"), ("gzip", "9"),
+               ("lz4", ""), ("xz", ""))
+
+
+def compressors(runs: int) -> int:
+    """How long tar2sqfs takes on the rootfs tar, and how big the result is."""
+    tar = ocibuild.debian_rootfs_tar(PACKAGES)
+    print(f"tar2sqfs on {tar.stat().st_size / 1e6:.0f} MB of rootfs, "
+          f"{os.cpu_count()} CPUs, median of {runs}")
+    print(f"  {'compressor':<12} {'wall s':>7} {'MB':>7}")
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        out = Path(tmp) / "fs.sqfs"
+        for name, level in COMPRESSORS:
+            extra = ["-X", f"level={level}"] if level else []
+            argv = ["tar2sqfs", "-q", "-f", "-c", name, *extra, "-j", str(os.cpu_count()),
+                    str(out)]
+            walls = []
+            for _ in range(runs):
+                with tar.open("rb") as src:
+                    start = time.monotonic()
+                    subprocess.run(argv, stdin=src, check=True)
+                    walls.append(time.monotonic() - start)
+            label = f"{name} {level}".strip()
+            print(f"  {label:<12} {statistics.median(walls):>7.2f} "
+                  f"{out.stat().st_size / 1e6:>7.0f}")
     return 0
 
 

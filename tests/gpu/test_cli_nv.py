@@ -24,11 +24,6 @@ pytestmark = pytest.mark.skipif(
 
 NV_LIBS = ["libEGL_nvidia.so.0", "libcuda.so", "libcuda.so.1", "libnvidia-ml.so.1",
            "libnvidia-ptxjitcompiler.so.1"]
-# The launcher's contained /dev takes plan.devices only when they start with
-# "/dev/"; the fake tree's nodes lie under CAPSA_GPU_ROOT, so they reach the
-# container only once it binds GpuPlan.device_binds() (host node, node inside).
-FAKE_ROOT_DEVICES = pytest.mark.xfail(
-    strict=False, reason="runtime/tree.py must bind GpuPlan.device_binds() for the fake root")
 NO_NV_FILES = "WARNING: Could not find any nv files on this host!"
 NO_NV_LIBS = "WARNING: Could not find any nv libraries on this host!"
 
@@ -84,8 +79,7 @@ def test_nv_binds_the_driver_data_files(any_capsa: Capsa, fake_driver: FakeDrive
     assert out == paths
 
 
-@pytest.mark.parametrize("contain", [
-    False, pytest.param(True, marks=FAKE_ROOT_DEVICES)], ids=["default", "contain"])
+@pytest.mark.parametrize("contain", [False, True], ids=["default", "contain"])
 def test_nv_devices(any_capsa: Capsa, fake_driver: FakeDriver, gpu_sandbox: Path,
                     contain: bool) -> None:
     flags = ["--nv", "--contain"] if contain else ["--nv"]
@@ -139,7 +133,6 @@ def test_rocm_binds_libraries_and_programs(any_capsa: Capsa, fake_driver: FakeDr
     assert out == ["libhsa-runtime64.so.1", "/usr/bin/rocm-smi", "fake rocm-smi"]
 
 
-@FAKE_ROOT_DEVICES
 def test_rocm_devices_under_contain(any_capsa: Capsa, fake_driver: FakeDriver,
                                     gpu_sandbox: Path) -> None:
     kind = "-c" if fake_driver.real_nodes else "-e"
@@ -150,8 +143,6 @@ def test_rocm_devices_under_contain(any_capsa: Capsa, fake_driver: FakeDriver,
     assert out == ["/dev/kfd", "/dev/dri/card0", "/dev/dri/renderD128"]
 
 
-@pytest.mark.xfail(strict=False, reason="cli/commands/actions.py _gpu() plans only the first "
-                   "of --nv/--rocm; Apptainer binds both (GpuPlan.merged)")
 def test_nv_and_rocm_together(any_capsa: Capsa, fake_driver: FakeDriver,
                               gpu_sandbox: Path) -> None:
     out = lines(run_in(any_capsa, gpu_sandbox, "ls /.singularity.d/libs", "--nv", "--rocm",
@@ -207,3 +198,12 @@ def test_nv_in_a_squashfs_image(any_capsa: Capsa, fake_driver: FakeDriver, gpu_s
     script = "ls /.singularity.d/libs; command -v nvidia-smi; /opt/probe/cuda-probe"
     out = lines(run_in(any_capsa, gpu_squashfs, script, "--nv", env=env))
     assert out == [*NV_LIBS, "/usr/bin/nvidia-smi", "driver answered 42"]
+
+
+@pytest.mark.parametrize("variable", ["APPTAINER_NV", "SINGULARITY_NV", "APPTAINER_ROCM"])
+def test_gpu_flags_from_the_environment(any_capsa: Capsa, fake_driver: FakeDriver,
+                                        gpu_sandbox: Path, variable: str) -> None:
+    result = any_capsa("exec", str(gpu_sandbox), "ls", "/.singularity.d/libs",
+                       env=fake_driver.environ(**{variable: "1"}))
+    expected = ["libhsa-runtime64.so.1"] if variable.endswith("ROCM") else NV_LIBS
+    assert sorted(lines(result)) == expected

@@ -166,3 +166,14 @@ def test_sif_runs_itself_through_run_singularity(any_capsa: Capsa, images: dict[
     done = subprocess.run([*argv[:at], *environment, str(images["sif"]), "a", "b"],
                           capture_output=True, text=True, cwd=str(scratch), check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "runscript args: a b\n", "")
+
+
+def test_without_overlayfs_missing_points_are_skipped(any_capsa: Capsa,
+                                                      images: dict[str, Path],
+                                                      scratch: Path) -> None:
+    result = any_capsa("exec", "-B", f"{scratch}:/not/in/image", str(images["sif"]), "sh", "-c",
+                       "ls /not/in/image 2>&1; touch /x 2>&1 | grep -c Read-only",
+                       env={"CAPSA_DISABLE_OVERLAY": "1"})
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines()[-1] == "1"
+    assert "skipping mount of /not/in/image" in result.stderr

@@ -15,6 +15,7 @@ from capsa.sif import (
     FSType,
     Header,
     NewObject,
+    PartType,
     SifImage,
     create,
     go_arch,
@@ -30,6 +31,7 @@ from capsa.sif.format import (
 )
 from capsa.sif.show import go_time, readable_size, tabwrite
 from capsa.sif.writer import next_aligned
+from support.env import SRC
 
 
 def test_record_sizes() -> None:
@@ -136,3 +138,24 @@ def test_data_and_path_together_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         create(tmp_path / "a.sif",
                [NewObject(DataType.GENERIC, data=b"d", path=str(tmp_path / "f"))])
+
+
+def test_reading_an_image_imports_no_writer_uuid_or_hashing(tmp_path: Path) -> None:
+    """The exec path opens images: keep what that pulls in small."""
+    import subprocess
+    import sys
+
+    create(tmp_path / "a.sif", [NewObject(DataType.PARTITION, data=b"p", fs_type=FSType.SQUASHFS,
+                                          part_type=PartType.PRIMSYS, arch="amd64")])
+    code = (
+        "import sys\n"
+        "from capsa.sif.image import SifImage\n"
+        f"with SifImage.open({str(tmp_path / 'a.sif')!r}) as image:\n"
+        "    image.primary_partition().partition_info()\n"
+        "heavy = {'uuid', 'platform', 'hashlib', 'tempfile', 'json', 'capsa.sif.writer',"
+        " 'capsa.sif.show'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert done.stdout == "[]\n", done.stdout

@@ -149,7 +149,18 @@ def _mount_root(session: Session, spec: ContainerSpec, lower: str, tree: Tree) -
     upper = session.sub("upper") if writable is None else writable.path + "/upper"
     os.makedirs(upper, exist_ok=True)
     tree.precreate(lower, upper)
-    return session.mount_overlay(lower, spec.overlays, writable)
+    try:
+        if os.environ.get("CAPSA_DISABLE_OVERLAY", "") not in ("", "0"):  # test switch
+            raise ContainerError("overlay disabled by CAPSA_DISABLE_OVERLAY")
+        return session.mount_overlay(lower, spec.overlays, writable)
+    except ContainerError as err:
+        if spec.overlays or spec.writable_tmpfs:
+            raise
+        # No overlayfs here (old kernel, odd lower filesystem): run on the
+        # image itself, read-only; mount points it lacks are skipped.
+        log.debug("%s; using the image without an overlay", err)
+        tree.create_missing = False
+        return session.bind_root(lower, readonly=True)
 
 
 # --- processes --------------------------------------------------------------

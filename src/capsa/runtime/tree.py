@@ -69,6 +69,7 @@ class Tree:
         self.spec = spec
         self.mounts: list[Mount] = []
         self.root = ""
+        self.create_missing = True  # False: a read-only root without an overlay
 
     # -- 1. plan -----------------------------------------------------------
     def add(self, source: str, dest: str, *, readonly: bool = False,
@@ -196,7 +197,7 @@ class Tree:
         host = self.root + resolve_in_root(self.root, mount.dest)
         if os.path.lexists(host):
             return host
-        if self.spec.writable:
+        if self.spec.writable or not self.create_missing:
             log.warning("skipping mount of %s: destination doesn't exist in container",
                         mount.dest)
             return None
@@ -262,7 +263,7 @@ class Tree:
         spec = self.spec
         if spec.pwd:
             if not os.path.isdir(self.root + resolve_in_root(self.root, spec.pwd)):
-                raise ContainerError(f"Could not set working directory: chdir {spec.pwd}: "
+                raise ContainerError(f"failed to set working directory: chdir {spec.pwd}: "
                                      "no such file or directory")
             return spec.pwd
         wanted = spec.home_dest if spec.contain else spec.cwd

@@ -204,8 +204,9 @@ def _open_fd(path: str, writable: bool) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise SifFormatError(f"{path} is {kind}, not a SIF image")
+        if stat.S_ISDIR(mode):
+            raise SifFormatError(f"{path} is a directory, not a SIF image")
+        raise SifFormatError(f"{path} is not a regular file, so not a SIF image")
     return fd
 
 

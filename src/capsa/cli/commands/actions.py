@@ -178,9 +178,9 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
     bind_list += [binds.parse_mount(m, cwd) for m in args.mount]
     for bind in bind_list:
         if not os.path.exists(bind.source):
-            raise ContainerError(f"container creation failed: mount {bind.source}->{bind.dest} "
-                                 f"error: while mounting {bind.source}: mount source "
-                                 f"{bind.source} doesn't exist")
+            raise ContainerError(f"container creation failed: mount hook function failure: "
+                                 f"mount {bind.source}->{bind.dest} error: while mounting "
+                                 f"{bind.source}: mount source {bind.source} doesn't exist")
     identity = _identity(args.fakeroot)
     home_source, home_dest = _home(args, identity.home)
     no_mount = _no_mount(args)
