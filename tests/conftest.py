@@ -54,8 +54,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def source_copy() -> Path:
-    """capsa's sources copied where any user can read them."""
+def source_copy() -> Iterator[Path]:
+    """capsa's sources copied where any user can read them (removed afterwards)."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
     os.chmod(SCRATCH, 0o1777)
     dest = Path(tempfile.mkdtemp(prefix="src-", dir=SCRATCH))
@@ -67,7 +67,8 @@ def source_copy() -> Path:
         for name in files:
             os.chmod(os.path.join(root, name), 0o644)
     os.chmod(dest, 0o755)
-    return dest
+    yield dest
+    shutil.rmtree(dest, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -129,19 +129,45 @@ def _fetch_and_convert(image: Any, uri: str, dest: Path, platform: Platform,
             content = source.fetch(image, ContentCache(work / "blobs"), options.progress, uri)
             report = convert(content, dest, options, work)
         return PullResult(dest, False, image.manifest_digest, report)
+    cached, hit, merged = _into_cache(image, uri, platform, options, cache)
+    copy_atomic(cached, dest)
+    return PullResult(dest, hit, image.manifest_digest, merged)
+
+
+def _into_cache(image: Any, uri: str, platform: Platform, options: PullOptions,
+                cache: ContentCache) -> tuple[Path, bool, MergeReport | None]:
+    """The converted SIF in the cache: (path, was it there, merge report)."""
+    from capsa.oci import registry as source
+
     cache.ensure()
     key = sif_cache_key(image.manifest_digest, platform.architecture, platform.variant)
     cached = cache.sif_path(key)
     with cache.lock(f"sif-{key}"):
         if _valid_sif(cached, cache):
             log.info("Using cached SIF image")
-            copy_atomic(cached, dest)
-            return PullResult(dest, True, image.manifest_digest)
+            return cached, True, None
         content = source.fetch(image, cache, options.progress, uri)
         with _workdir(options.tmpdir) as work:
             report = convert(content, cached, options, work)
-    copy_atomic(cached, dest)
-    return PullResult(dest, False, image.manifest_digest, report)
+    return cached, False, report
+
+
+def cached_image(uri: str, options: PullOptions) -> Path:
+    """The cached SIF for a ``docker://`` URI, pulled and converted if needed
+    (for ``exec``/``run``/``shell docker://...``, which run it in place).
+    Needs ``options.cache``."""
+    from capsa.errors import UsageError
+    from capsa.oci import registry as source
+
+    scheme, rest = split_uri(uri)
+    if scheme != "docker" or options.cache is None:
+        raise UsageError(f"cannot run {uri} from the cache: pull it to a file first")
+    platform = options.platform or host_platform()
+    image = source.resolve(rest, platform, options.registry)
+    try:
+        return _into_cache(image, uri, platform, options, options.cache)[0]
+    finally:
+        image.client.close()
 
 
 def _valid_sif(path: Path, cache: ContentCache) -> bool:

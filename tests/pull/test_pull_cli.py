@@ -307,3 +307,17 @@ def test_push_and_pull_oras(any_capsa: Capsa, images: Any, scratch: Path) -> Non
     assert not_sif.returncode == 255
     assert "not a SIF artifact" in not_sif.stderr or "FATAL" in not_sif.stderr
     assert not (scratch / "x.sif").exists()
+
+
+def test_cached_image_api(images: Any, scratch: Path) -> None:
+    """What ``exec docker://...`` uses: the SIF in the cache, converted once."""
+    from capsa.content import ContentCache
+    from capsa.pull import PullOptions, cached_image
+    from capsa.registry import RegistryOptions
+
+    options = PullOptions(cache=ContentCache(scratch / "cache"), tmpdir=scratch,
+                          registry=RegistryOptions(no_https=True))
+    first = cached_image(images.ref("test/busybox:latest"), options)
+    assert first.parent.name == "oci-tmp" and first.is_file()
+    assert cached_image(images.ref("test/busybox:latest"), options) == first
+    assert sif_listing(first)["/bin/busybox"][1] == "0/0"

@@ -145,3 +145,18 @@ def test_a_user_reads_but_cannot_edit_a_root_image(capsa: Capsa, capsa_user: Cap
 def test_siftool_is_an_alias_of_sif(capsa: Capsa) -> None:
     image = str(IMAGES / "two-groups.sif")
     assert capsa("siftool", "list", image).stdout == capsa("sif", "list", image).stdout != ""
+
+
+def test_oci_blobs_get_their_sha256_digest(capsa: Capsa, tmp_path: Path) -> None:
+    import hashlib
+
+    image, blob = tmp_path / "a.sif", tmp_path / "blob"
+    blob.write_bytes(b'{"schemaVersion": 2}')
+    assert capsa("sif", "new", str(image)).returncode == 0
+    for datatype in ("10", "11"):
+        result = capsa("sif", "add", str(image), str(blob), "--datatype", datatype)
+        assert result.returncode == 0, result
+    digest = "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest()
+    listing = capsa("sif", "list", str(image)).stdout.splitlines()
+    assert listing[3].endswith("|OCI.RootIndex") and listing[4].endswith("|OCI.Blob")
+    assert capsa("sif", "info", "2", str(image)).stdout.endswith(f"  Digest:       {digest}\n")

@@ -165,6 +165,15 @@ def exercise(path: Path) -> None:
             assert type(err).__name__ == "UsageError", err
     if ids:
         delete_object(path, ids[-1], zero=True)
+    with SifImage.open(path) as image:
+        ids = [d.id for d in image.descriptors]
+    for object_id in ids[:2]:
+        try:
+            delete_object(path, object_id, compact=True)
+        except (SifFormatError, NotFoundError):
+            raise
+        except Exception as err:  # UsageError: only the last object can be compacted
+            assert "compact" in str(err), err
     SifImage.open(path).close()
 
 
@@ -234,3 +243,44 @@ def test_spliced_and_cut_images_give_only_clear_errors(at: int, junk: bytes, cut
 def test_random_bytes_give_only_clear_errors(junk: bytes) -> None:
     header = GOOD[:128] if junk[:1] == b"\x00" else b""
     check_bytes(header + junk)
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    """`capsa ARGV` in this process: the exit status and stderr."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from capsa.cli.main import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    err = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    return code, err.getvalue()
+
+
+CLI_COMMANDS = [["list"], ["header"], ["info", "1"], ["info", "4"], ["dump", "2"],
+                ["setprim", "3"], ["del", "5"], ["add"]]
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(mutations(len(GOOD)))
+def test_the_cli_fails_cleanly_on_mutated_images(changes: list[tuple[int, str, int]]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "fuzz.sif"
+        source = Path(scratch) / "object"
+        source.write_bytes(b"object")
+        path.write_bytes(apply(GOOD, changes))
+        for command in CLI_COMMANDS:
+            if command == ["add"]:
+                argv = ["sif", "add", str(path), str(source), "--datatype", "7"]
+            else:
+                argv = ["sif", *command, str(path)]
+            code, err = run_cli(argv)
+            assert code in (0, 255), (argv, code, err)
+            if code:
+                assert err.startswith("FATAL:   ") and err.count("\n") == 1, (argv, err)
+                assert "internal error" not in err, (argv, err)
+            else:
+                assert err == "", (argv, err)

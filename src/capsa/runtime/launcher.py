@@ -104,6 +104,8 @@ def _enter_namespaces(spec: ContainerSpec, rootless: bool) -> None:
         flags |= linux.CLONE_NEWIPC
     if spec.hostname:
         flags |= linux.CLONE_NEWUTS
+    if spec.net_ns:
+        flags |= linux.CLONE_NEWNET
     uid, gid = os.geteuid(), os.getegid()
     try:
         linux.unshare(flags)
@@ -112,6 +114,8 @@ def _enter_namespaces(spec: ContainerSpec, rootless: bool) -> None:
             linux.write_id_maps("self", inside, uid, 0 if spec.fakeroot else gid, gid)
         if spec.hostname:
             linux.sethostname(spec.hostname)
+        if spec.net_ns:
+            linux.loopback_up()
     except OSError as err:
         raise ContainerError(f"could not create the container namespaces: {err.strerror}; "
                              "are unprivileged user namespaces enabled?") from err

@@ -79,6 +79,7 @@ class ContainerSpec(NamedTuple):
     contain: bool = False
     pid_ns: bool = False
     ipc_ns: bool = False
+    net_ns: bool = False
     no_init: bool = False
     writable: bool = False
     writable_tmpfs: bool = False

@@ -56,6 +56,11 @@ def _text(raw: bytes) -> str:
     return raw.rstrip(b"\x00").decode("utf-8", "surrogateescape")
 
 
+def raw_text(text: str) -> bytes:
+    """The bytes :func:`_text` read."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 @dataclass(frozen=True, slots=True)
 class Header:
     """The global header (the first 128 bytes)."""
@@ -97,7 +102,7 @@ class Header:
         if self._raw:
             return self._raw
         return HEADER_STRUCT.pack(
-            self.launch_script, MAGIC, self.version.encode(), self.arch.encode(),
+            self.launch_script, MAGIC, raw_text(self.version), raw_text(self.arch),
             self.id_bytes, self.created_at, self.modified_at, self.descriptors_free,
             self.descriptors_total, self.descriptors_offset, self.descriptors_size,
             self.data_offset, self.data_size)
@@ -142,7 +147,7 @@ class Descriptor:
         return DESCRIPTOR_STRUCT.pack(
             int(self.data_type), 1, self.id, self.group_id | GROUP_MASK, link, self.offset,
             self.size, self.size_with_padding, self.created_at, self.modified_at, self.uid,
-            self.gid, self.name.encode("utf-8", "surrogateescape"), self.extra)
+            self.gid, raw_text(self.name), self.extra)
 
     def _expect(self, *types: DataType) -> None:
         if self.data_type not in types:

@@ -55,7 +55,7 @@ from capsa.sif.format import (
     host_goarch,
     sbom_format_code,
 )
-from capsa.sif.image import Descriptor, Header, SifImage, os_reason
+from capsa.sif.image import Descriptor, Header, SifImage, os_reason, raw_text
 
 _EMPTY_SLOT = bytes(DESCRIPTOR_SIZE)
 _COPY_CHUNK = 1 << 24
@@ -112,7 +112,7 @@ def _extra(obj: NewObject) -> bytes:
         _need(obj.fs_type, "a filesystem type", obj)
         _need(obj.part_type, "a partition type", obj)
         return PARTITION_STRUCT.pack(int(obj.fs_type or 0), int(obj.part_type or 0),
-                                     obj.partition_arch().encode())
+                                     raw_text(obj.partition_arch()))
     if t == DataType.SIGNATURE:
         _need(obj.hash_type, "a hash type", obj)
         if len(obj.fingerprint) > ENTITY_SIZE:
@@ -127,7 +127,7 @@ def _extra(obj: NewObject) -> bytes:
             raise UsageError("an SBOM object needs an SBOM format")
         return SBOM_STRUCT.pack(sbom_format_code(obj.sbom_format))
     if t in (DataType.OCI_ROOT_INDEX, DataType.OCI_BLOB):
-        digest = obj.oci_digest.encode()
+        digest = raw_text(obj.oci_digest)
         if len(digest) > EXTRA_SIZE:
             raise UsageError("digest value too large")
         return digest
@@ -136,7 +136,7 @@ def _extra(obj: NewObject) -> bytes:
 
 def _check_object(obj: NewObject) -> None:
     """Refuse bad input before anything is written."""
-    if len(obj.name.encode("utf-8", "surrogateescape")) > NAME_SIZE:
+    if len(raw_text(obj.name)) > NAME_SIZE:
         raise UsageError(f"object name too long (at most {NAME_SIZE} bytes): {obj.name!r}")
     for value, what in ((obj.group_id, "group ID"), (obj.linked_id, "linked ID")):
         if not 0 <= value <= ID_MASK:
@@ -239,7 +239,7 @@ class _Table:
         link = obj.linked_id | (GROUP_MASK if obj.linked_is_group else 0)
         self.slots[index] = DESCRIPTOR_STRUCT.pack(
             int(obj.data_type), 1, index + 1, obj.group_id | GROUP_MASK, link, offset, size,
-            padded, t, t, 0, 0, obj.name.encode("utf-8", "surrogateescape"), obj.extra())
+            padded, t, t, 0, 0, raw_text(obj.name), obj.extra())
         self.new_ids.append(index + 1)
         self.header = _replace(h, descriptors_free=h.descriptors_free - 1,
                                data_size=h.data_size + padded,
@@ -256,7 +256,7 @@ def _replace(h: Header, **changes: object) -> Header:
 
 def _pack_header(h: Header) -> bytes:
     return HEADER_STRUCT.pack(
-        h.launch_script, MAGIC, VERSION, h.arch.encode(), h.id_bytes, h.created_at,
+        h.launch_script, MAGIC, VERSION, raw_text(h.arch), h.id_bytes, h.created_at,
         h.modified_at, h.descriptors_free, h.descriptors_total, h.descriptors_offset,
         h.descriptors_size, h.data_offset, h.data_size)
 
@@ -427,7 +427,8 @@ def delete_object(path: str | os.PathLike[str], id: int, *, zero: bool = False,
             changes["arch"] = ARCH_UNKNOWN
         cut = d.offset + d.size - d.size_with_padding
         table_end = h.descriptors_offset + h.descriptors_total * DESCRIPTOR_SIZE
-        if compact and (cut < table_end or d.size_with_padding > h.data_size):
+        if compact and (not table_end <= cut <= image.file_size
+                        or d.size_with_padding > h.data_size):
             raise SifFormatError(
                 f"invalid SIF image {image.path}: object {id} has impossible padding")
         if compact:

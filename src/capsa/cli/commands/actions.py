@@ -65,6 +65,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--nv", action="store_true", help="bind the NVIDIA driver")
     add("--nvccli", action="store_true", help="NVIDIA through nvidia-container-cli")
     add("--rocm", action="store_true", help="bind the ROCm driver")
+    add("-n", "--net", action="store_true", help="a new network namespace (--network none)")
+    add("--network", metavar="TYPE", help="network type: none (host is the default)")
+    add("--network-args", action="append", default=[], help=argparse.SUPPRESS)
+    for limit in ("--cpus", "--cpu-shares", "--cpuset-cpus", "--memory", "--memory-swap",
+                  "--memory-reservation", "--pids-limit", "--blkio-weight"):
+        add(limit, metavar="VALUE", help=argparse.SUPPRESS)
     add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
     add("--docker-login", action="store_true", help="log in to the registry interactively")
     add("--authfile", metavar="FILE", help="registry credentials file")
@@ -187,6 +193,8 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
     forced = env.injected(os.environ, args.env_file, args.env)
     host = env.host_passthrough(os.environ, cleanenv=args.cleanenv)
     overlays = tuple(_overlay(o) for o in args.overlay)
+    net_ns = _network(args)
+    _resource_limits(args)
     if args.pwd and not args.pwd.startswith("/"):
         raise UsageError(f"--pwd must be an absolute path: {args.pwd}")
     return ContainerSpec(
@@ -197,10 +205,34 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         env=tuple(forced.items()), host_env=tuple(host.items()), pwd=args.pwd,
         hostname=args.hostname, app=args.app, shell=args.shell or _shell_env(),
         overlays=overlays, no_mount=no_mount, contain=args.contain, pid_ns=args.pid,
-        ipc_ns=args.ipc, no_init=args.no_init, writable=args.writable,
+        ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
         writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
         use_fuse=not args.unsquash, gpu=_gpu(args),
     )
+
+
+def _network(args: argparse.Namespace) -> bool:
+    """``--net``: only ``--network none`` (an isolated namespace with ``lo``) can
+    be done without privileges or helpers; ``host`` means no namespace."""
+    network = args.network or ("none" if args.net else "host")
+    if network == "host" and not args.net:
+        return False
+    if network != "none":
+        raise UsageError(f"network type {network!r} is not supported (use --network none)")
+    return True
+
+
+def _resource_limits(args: argparse.Namespace) -> None:
+    """Accepted (Nextflow passes --cpus/--memory) but cgroups are not managed."""
+    names = ("cpus", "cpu_shares", "cpuset_cpus", "memory", "memory_swap",
+             "memory_reservation", "pids_limit", "blkio_weight")
+    asked = [n.replace("_", "-") for n in names if getattr(args, n) is not None]
+    if asked:
+        import logging
+
+        logging.getLogger("capsa.cli.actions").warning(
+            "resource limits (--%s) are not applied: capsa does not manage cgroups",
+            ", --".join(asked))
 
 
 def _shell_env() -> str | None:

@@ -66,36 +66,57 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
 
 
+# sub-command -> (takes an object ID, one-line help, description)
+_SUBCOMMANDS: dict[str, tuple[bool, str, str]] = {
+    "new": (False, "Write an empty SIF image", "Write a new SIF image holding no objects."),
+    "add": (False, "Append an object", "Append the content of a file as a new object."),
+    "del": (True, "Remove an object", "Remove the object with this ID from the image."),
+    "list": (False, "List the objects", "List the objects of the image, one a line."),
+    "info": (True, "Describe an object", "Print the descriptor of the object with this ID."),
+    "dump": (True, "Print an object", "Write the content of the object with this ID to stdout."),
+    "header": (False, "Print the global header", "Print the global header of the image."),
+    "setprim": (True, "Choose the primary partition",
+                "Make the system partition with this ID the primary one."),
+}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Show the global header, the object descriptors and the objects "
-                          "of a SIF image, or add and remove objects.")
-    # prog given: otherwise argparse builds a help formatter (importing shutil) now
-    subs = parser.add_subparsers(dest="sif_command", metavar="<command>", required=True,
-                                 prog=parser.prog)
-    new = subs.add_parser("new", help="Write an empty SIF image",
-                          description="Write a new SIF image holding no objects.")
-    new.add_argument("sif_path")
-    add = subs.add_parser("add", help="Append an object",
-                          description="Append the content of a file as a new object.")
-    add.add_argument("sif_path")
-    add.add_argument("object_path")
-    _add_flags(add)
-    for name, short, long in (
-        ("del", "Remove an object", "Remove the object with this ID from the image."),
-        ("info", "Describe an object", "Print the descriptor of the object with this ID."),
-        ("dump", "Print an object", "Write the content of the object with this ID to stdout."),
-        ("setprim", "Choose the primary partition",
-         "Make the system partition with this ID the primary one."),
-    ):
-        sub = subs.add_parser(name, help=short, description=long)
-        sub.add_argument("id", type=_uint32)
-        sub.add_argument("sif_path")
-    for name, short, long in (
-        ("header", "Print the global header", "Print the global header of the image."),
-        ("list", "List the objects", "List the objects of the image, one a line."),
-    ):
-        sub = subs.add_parser(name, help=short, description=long)
-        sub.add_argument("sif_path")
+    # Only the sub-command that runs gets a parser (in run): building all eight
+    # with their flags would cost a couple of milliseconds on every `sif list`.
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (
+        "Show the global header, the object descriptors and the objects of a SIF image,\n"
+        "or add and remove objects.\n\ncommands:\n"
+        + "".join(f"  {name:<9} {help_line}\n" for name, (_, help_line, _) in
+                  _SUBCOMMANDS.items()))
+    parser.add_argument("sif_args", nargs=argparse.REMAINDER, metavar="<command> ...",
+                        help="a command and its arguments (see '<command> --help')")
+
+
+def _subparser(prog: str, name: str) -> argparse.ArgumentParser:
+    from capsa.cli.main import ArgumentParser
+
+    takes_id, _, description = _SUBCOMMANDS[name]
+    parser = ArgumentParser(prog=f"{prog} {name}", description=description)
+    if takes_id:
+        parser.add_argument("id", type=_uint32)
+    parser.add_argument("sif_path")
+    if name == "add":
+        parser.add_argument("object_path")
+        _add_flags(parser)
+    return parser
+
+
+def parse(prog: str, argv: list[str]) -> argparse.Namespace:
+    """The sub-command's arguments: ``argv`` is ``[command, args...]``."""
+    if not argv:
+        raise UsageError(f"{prog} needs a command: {', '.join(_SUBCOMMANDS)}")
+    name = argv[0]
+    if name not in _SUBCOMMANDS:
+        raise UsageError(f'unknown command "{name}" for "{prog}"')
+    args = _subparser(prog, name).parse_args(argv[1:])
+    args.sif_command = name
+    return args
 
 
 def _add_flags(add: argparse.ArgumentParser) -> None:
@@ -127,6 +148,10 @@ def _out(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from capsa.cli.main import program_name
+
+    prog = f"{program_name()} {getattr(args, 'command', 'sif')}"
+    args = parse(prog, list(args.sif_args))
     command = args.sif_command
     handler = {
         "new": _new, "add": _add, "del": _del, "list": _list, "info": _info, "dump": _dump,
@@ -197,16 +222,25 @@ def _add(args: argparse.Namespace) -> None:
 
 
 def _new_object(args: argparse.Namespace) -> NewObject:
-    """The NewObject that siftool's flags describe."""
-    import os
-
-    from capsa.errors import NotFoundError
-    from capsa.sif.format import DataType, FormatType, FSType, HashType, MessageType, PartType
+    """The NewObject that siftool's flags describe (checked in siftool's order)."""
+    from capsa.sif.format import DataType
     from capsa.sif.writer import NewObject as New
 
     if args.datatype not in _DATATYPES:
         raise UsageError("--datatype flag is required with a valid range")
     data_type = DataType(0x4000 + args.datatype)
+    fields = _common_fields(args)
+    maker = _TYPE_FIELDS.get(args.datatype)
+    if maker is not None:
+        fields.update(maker(args))
+    return New(data_type, **fields)  # type: ignore[arg-type]
+
+
+def _common_fields(args: argparse.Namespace) -> dict[str, object]:
+    import os
+
+    from capsa.errors import NotFoundError
+
     if not os.path.exists(args.object_path):
         raise NotFoundError(f"object file {args.object_path} does not exist")
     if args.link is not None and args.link == 0:
@@ -222,29 +256,24 @@ def _new_object(args: argparse.Namespace) -> NewObject:
             raise UsageError(f"invalid alignment {args.alignment}")
         # siftool passes 0 through, which means "no alignment" even for partitions
         fields["alignment"] = args.alignment or 1
-    if data_type == DataType.PARTITION:
-        if not (args.parttype and args.partfs and args.partarch):
-            raise UsageError(
-                "with partition datatype, --partfs, --parttype and --partarch must be passed")
-        if not 1 <= args.partarch <= len(_PART_ARCHES):
-            raise UsageError("unknown architecture: unknown")
-        fields.update(fs_type=FSType(args.partfs), part_type=PartType(args.parttype),
-                      arch=_PART_ARCHES[args.partarch - 1])
-    elif data_type == DataType.SIGNATURE:
-        fields.update(_signature_fields(args, HashType))
-    elif data_type == DataType.SBOM:
-        if not args.sbomformat:
-            raise UsageError("with SBOM datatype, --sbomformat must be passed")
-        fields["sbom_format"] = args.sbomformat
-    elif data_type in (DataType.OCI_ROOT_INDEX, DataType.OCI_BLOB):
-        fields["oci_digest"] = _sha256_of(args.object_path)
-    elif data_type == DataType.CRYPTO_MESSAGE:
-        # siftool sets no metadata for these: the extra field stays zero
-        fields.update(format_type=FormatType(0), message_type=MessageType(0))
-    return New(data_type, **fields)  # type: ignore[arg-type]
+    return fields
 
 
-def _signature_fields(args: argparse.Namespace, hash_type: type) -> dict[str, object]:
+def _partition_fields(args: argparse.Namespace) -> dict[str, object]:
+    from capsa.sif.format import FSType, PartType
+
+    if not (args.parttype and args.partfs and args.partarch):
+        raise UsageError(
+            "with partition datatype, --partfs, --parttype and --partarch must be passed")
+    if not 1 <= args.partarch <= len(_PART_ARCHES):
+        raise UsageError("unknown architecture: unknown")
+    return {"fs_type": FSType(args.partfs), "part_type": PartType(args.parttype),
+            "arch": _PART_ARCHES[args.partarch - 1]}
+
+
+def _signature_fields(args: argparse.Namespace) -> dict[str, object]:
+    from capsa.sif.format import HashType
+
     try:
         fingerprint = bytes.fromhex(args.signentity)
     except ValueError:
@@ -255,7 +284,29 @@ def _signature_fields(args: argparse.Namespace, hash_type: type) -> dict[str, ob
     if len(fingerprint) != 20:
         raise UsageError("invalid signing entity fingerprint length: "
                          f"got {len(fingerprint)}, want 20")
-    return {"hash_type": hash_type(args.signhash), "fingerprint": fingerprint}
+    return {"hash_type": HashType(args.signhash), "fingerprint": fingerprint}
+
+
+def _crypto_fields(args: argparse.Namespace) -> dict[str, object]:
+    from capsa.sif.format import FormatType, MessageType
+
+    del args  # siftool sets no metadata for these: the extra field stays zero
+    return {"format_type": FormatType(0), "message_type": MessageType(0)}
+
+
+def _sbom_fields(args: argparse.Namespace) -> dict[str, object]:
+    if not args.sbomformat:
+        raise UsageError("with SBOM datatype, --sbomformat must be passed")
+    return {"sbom_format": args.sbomformat}
+
+
+def _oci_fields(args: argparse.Namespace) -> dict[str, object]:
+    return {"oci_digest": _sha256_of(args.object_path)}
+
+
+# --datatype -> the type-specific descriptor fields it takes from the flags
+_TYPE_FIELDS = {4: _partition_fields, 5: _signature_fields, 8: _crypto_fields,
+                9: _sbom_fields, 10: _oci_fields, 11: _oci_fields}
 
 
 def _sha256_of(path: str) -> str:
