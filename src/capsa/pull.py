@@ -25,7 +25,7 @@ from capsa.content import ContentCache, copy_atomic, sif_cache_key
 from capsa.digest import Platform
 from capsa.errors import AlreadyExistsError, UsageError
 from capsa.oci import ImageContent
-from capsa.registry import RegistryOptions
+from capsa.registry import RegistryOptions, host_platform
 from capsa.rootfs.layers import MergeReport, merge_layers
 from capsa.rootfs.singularity_d import base_entries, metadata_entries
 from capsa.squashfs import SquashfsOptions, from_tar_stream
@@ -68,12 +68,6 @@ def split_uri(uri: str) -> tuple[str, str]:
             raise UsageError(f"invalid {scheme} URI {uri!r}: expected {scheme}://NAME")
         rest = rest[2:]
     return scheme, rest
-
-
-def host_platform() -> Platform:
-    from capsa.registry.manifest import host_platform as registry_host_platform
-
-    return registry_host_platform()
 
 
 def pull(uri: str, dest: Path, options: PullOptions) -> PullResult:
@@ -196,11 +190,16 @@ def _workdir(tmpdir: Path) -> Iterator[Path]:
         yield Path(work)
 
 
-def deffile_for(source: str) -> bytes:
+def deffile_header(source: str) -> dict[str, str]:
+    """The definition a pull amounts to: ``bootstrap: docker``, ``from: alpine``."""
     scheme, _, rest = source.partition(":")
     if rest.startswith("//"):
         rest = rest[2:]
-    return f"bootstrap: {scheme}\nfrom: {rest}\n".encode()
+    return {"bootstrap": scheme, "from": rest}
+
+
+def deffile_for(source: str) -> bytes:
+    return "".join(f"{k}: {v}\n" for k, v in deffile_header(source).items()).encode()
 
 
 def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
@@ -213,14 +212,14 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     log.info("Converting OCI blobs to SIF format")
     run_config = dict(content.run_config)
     squashfs = work / "rootfs.sqfs"
-    top = metadata_entries(run_config)
+    arch = _sif_goarch(content.platform.architecture)
+    top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch)
     base = base_entries()
 
     def write(out: Any) -> MergeReport:
         return merge_layers(out, content.layers, top=top, base=base)
 
     report = from_tar_stream(squashfs, write, options.squashfs)
-    arch = _sif_goarch(content.platform.architecture)
     objects = [
         NewObject(DataType.DEFFILE, data=deffile_for(content.source)),
         NewObject(DataType.GENERIC_JSON, data=json.dumps(run_config).encode(),
@@ -235,12 +234,13 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
 
 
 def _sif_goarch(arch: str) -> str:
+    from capsa.errors import CapsaError
     from capsa.sif import host_goarch, sif_arch
 
     try:
         sif_arch(arch)
         return arch
-    except Exception:
+    except CapsaError:
         log.warning("image architecture %r is unknown to SIF: recording this host's", arch)
         return host_goarch()
 

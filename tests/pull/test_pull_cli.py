@@ -35,7 +35,13 @@ def test_pull_busybox_default_name(any_capsa: Capsa, images: Any, scratch: Path)
     assert 'export GREETING="${GREETING:-"hello world"}"' in env_script
     assert 'export PATH="/usr/local/sbin:' in env_script
     labels = json.loads(sif_cat(sif, ".singularity.d/labels.json"))
-    assert labels == {"org.capsa.test": "busybox"}
+    assert labels["org.capsa.test"] == "busybox"
+    assert labels["org.label-schema.build-arch"] == "amd64"
+    assert labels["org.label-schema.usage.singularity.deffile.bootstrap"] == "docker"
+    assert labels["org.label-schema.usage.singularity.deffile.from"].endswith(
+        "test/busybox:latest")
+    deffile = sif_cat(sif, ".singularity.d/Singularity").decode()
+    assert deffile.startswith("bootstrap: docker\nfrom: 127.0.0.1:")
 
 
 def test_pull_refuses_existing_then_force(any_capsa: Capsa, images: Any,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import subprocess
@@ -63,10 +64,18 @@ def test_docker_env_host_wins_but_path(tmp_path: Path) -> None:
 
 def test_metadata_entries_modes() -> None:
     entries = {e.info.name: e for e in metadata_entries({"Labels": {"a": "b"}})}
+    assert ".singularity.d/Singularity" not in entries
     assert entries[".singularity.d/runscript"].info.mode == 0o755
     assert entries[".singularity.d/labels.json"].data == b'{\n\t"a": "b"\n}'
     assert entries["etc/hosts"].data == b""
     assert all(e.info.uid == 0 for e in entries.values())
+    built = {e.info.name: e for e in metadata_entries(
+        {"Labels": {"org.label-schema.build-arch": "image's"}}, arch="arm64",
+        deffile={"bootstrap": "docker", "from": "alpine"})}
+    labels = json.loads(built[".singularity.d/labels.json"].data)
+    assert labels["org.label-schema.build-arch"] == "image's"
+    assert labels["org.label-schema.usage.singularity.deffile.from"] == "alpine"
+    assert built[".singularity.d/Singularity"].data == b"bootstrap: docker\nfrom: alpine\n"
 
 
 # ---------------------------------------------------------------- content cache

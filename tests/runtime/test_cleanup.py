@@ -96,3 +96,20 @@ def test_killed_monitor_takes_everything_down(any_capsa: Capsa, images: dict[str
     assert _settled(before) == before
     out = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True)
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("flags", [["--pid"], ["--pid", "--no-init"], ["--contain"]])
+def test_signals_reach_the_command_in_namespaces(any_capsa: Capsa, images: dict[str, Path],
+                                                 scratch: Path, flags: list[str]) -> None:
+    before = _state()
+    ready = scratch / "ready"
+    # a shell that traps TERM, so that even as PID 1 (--no-init) it acts on it
+    script = "trap 'exit 42' TERM; touch /s/ready; while :; do sleep 0.1; done"
+    proc = spawn(any_capsa, "exec", *flags, "-B", f"{scratch}:/s", str(images["sif"]),
+                 "sh", "-c", script, env={"TMPDIR": str(scratch)})
+    _wait_for(ready, proc)
+    assert ready.exists(), proc.communicate()
+    os.kill(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 42, err
+    assert _settled(before) == before

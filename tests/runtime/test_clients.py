@@ -43,3 +43,11 @@ def test_snakemake_command_line(any_capsa: Capsa, images: dict[str, Path],
     assert result.returncode == 0, result
     assert result.stdout == f"V1 {scratch}\n{scratch}\n"
     assert result.stderr == ""
+
+
+def test_nextflow_resource_limits_are_accepted(any_capsa: Capsa,
+                                               images: dict[str, Path]) -> None:
+    result = any_capsa("exec", "--no-home", "--pid", "--cpus", "2", "--memory", "1G",
+                       str(images["sif"]), "echo", "ok")
+    assert (result.returncode, result.stdout) == (0, "ok\n"), result
+    assert result.stderr.startswith("WARNING: resource limits (--cpus, --memory)")

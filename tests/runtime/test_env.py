@@ -98,7 +98,8 @@ def test_final_env_path_rules() -> None:
 
 def test_shell_script_quotes_values() -> None:
     text = env.shell_script(["/.singularity.d/env/90-environment.sh"],
-                            {"A": "it's $HOME", "PATH": "/only"}, 'exec "$0" "$@"')
+                            {"A": "it's $HOME", "PATH": "/only"}, 'exec "$0" "$@"',
+                            evaluate=False)
     assert "export A='it'\\''s $HOME'" in text
     assert "PATH='/only'" in text
     assert text.endswith('exec "$0" "$@"')
@@ -111,3 +112,22 @@ def test_base_env_sets_apptainer_variables() -> None:
     assert result["SINGULARITY_CONTAINER"] == "/img/x.sif"
     assert result["APPTAINER_BIND"] == "/a"
     assert result["HOME"] == "/home/u" and result["FOO"] == "1"
+
+
+def test_injected_values_expand_only_variables() -> None:
+    text = env.shell_script([], {"A": "$HOME/x:${MISSING:-d}", "B": "$(id) `id` \"q\" \\"},
+                            "true")
+    assert 'export A="$HOME/x:${MISSING:-d}"' in text
+    assert 'export B="\\$(id) \\`id\\` \\"q\\" \\\\"' in text
+
+
+def test_no_eval_keeps_values_literal() -> None:
+    text = env.shell_script([], {"A": "$HOME"}, "true", evaluate=False)
+    assert "export A='$HOME'" in text
+
+
+def test_final_env_expands_like_the_shell() -> None:
+    result = env.final_env({"HOME": "/h", "LD_LIBRARY_PATH": "/img"},
+                           {"A": "$HOME/x\\y $(id)", "LD_LIBRARY_PATH": "$LD_LIBRARY_PATH:/o"})
+    assert result["A"] == "/h/x\\y $(id)"
+    assert result["LD_LIBRARY_PATH"] == "/img:/o:/.singularity.d/libs"

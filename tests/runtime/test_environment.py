@@ -119,3 +119,33 @@ def test_identity_files(any_capsa: Capsa, images: dict[str, Path]) -> None:
     assert line.startswith(f"{user.name}:x:{user.uid}:{user.gid}:")
     assert line.split(":")[5] == str(user.home)
     assert roots == "1"
+
+
+def test_workdir_scratch_and_no_env(any_capsa: Capsa, images: dict[str, Path],
+                                    scratch: Path) -> None:
+    workdir = scratch / "work"
+    workdir.mkdir()
+    any_capsa.user.own(workdir)
+    result = any_capsa("exec", "-c", "-W", str(workdir), "-S", "/scratch1,/scratch2",
+                       "--no-env", "SECRET", str(images["sif"]), "sh", "-c",
+                       "touch /tmp/t $HOME/h /scratch1/s; ls /scratch2 | wc -l; "
+                       "echo ${SECRET:-none} $KEPT", env={"SECRET": "x", "KEPT": "k"})
+    assert result.returncode == 0, result
+    assert result.stdout.split() == ["0", "none", "k"]
+    assert (workdir / "tmp" / "t").exists() and (workdir / "home" / "h").exists()
+    assert (workdir / "scratch-0" / "s").exists()
+
+
+@pytest.mark.parametrize("key", ["sif", "noshell_sif"])
+def test_injected_values_refer_to_container_variables(any_capsa: Capsa,
+                                                      images: dict[str, Path],
+                                                      key: str) -> None:
+    extra = {"APPTAINERENV_LD_LIBRARY_PATH": "$LD_LIBRARY_PATH:/opt/lib",
+             "APPTAINERENV_WHERE": "$FROM_IMAGE in $HOME", "APPTAINERENV_RAW": "$(id -u)"}
+    result = any_capsa("exec", str(images[key]), "env", env=extra)
+    values = _env(result.stdout)
+    assert values["LD_LIBRARY_PATH"] == "/opt/lib:/.singularity.d/libs", result
+    assert values["WHERE"] == f"image value in {any_capsa.user.home}"
+    assert values["RAW"] == "$(id -u)"
+    literal = any_capsa("exec", "--no-eval", str(images[key]), "env", env=extra)
+    assert _env(literal.stdout)["WHERE"] == "$FROM_IMAGE in $HOME"

@@ -187,3 +187,21 @@ def test_network_none(any_capsa: Capsa, images: dict[str, Path]) -> None:
     bridge = any_capsa("exec", "--net", "--network", "bridge", sif, "true")
     assert bridge.returncode == 255
     assert bridge.stderr.startswith("FATAL:   network type 'bridge' is not supported")
+
+
+def test_image_without_test_script(any_capsa: Capsa, images: dict[str, Path],
+                                   scratch: Path) -> None:
+    import shutil
+
+    sandbox = scratch / "sandbox"
+    shutil.copytree(images["sandbox"], sandbox, symlinks=True)
+    (sandbox / ".singularity.d" / "test").unlink()
+    result = any_capsa("test", str(sandbox))
+    assert result.returncode == 0, result
+    assert result.stderr == "INFO:    No test script found in container, exiting\n"
+
+
+def test_bare_squashfs_image(any_capsa: Capsa, images: dict[str, Path],
+                             mount_mode: dict[str, str]) -> None:
+    result = any_capsa("exec", str(images["squashfs"]), "echo", "squashfs", env=mount_mode)
+    assert (result.returncode, result.stdout) == (0, "squashfs\n"), result

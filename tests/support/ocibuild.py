@@ -339,14 +339,19 @@ def debian_rootfs_tar(variant_packages: Sequence[str] = ()) -> Path:
     return tar_path
 
 
+def is_apt_archive(name: str) -> bool:
+    """Downloaded .debs debootstrap leaves behind (images clean them)."""
+    return "var/cache/apt/archives/" in name and name.endswith(".deb")
+
+
 def split_tar(tar_path: Path, parts: int) -> list[bytes]:
-    """The members of *tar_path* spread over *parts* layer tars (directories
-    go with their first child, so each layer stands on its own)."""
+    """The members of *tar_path* spread over *parts* layer tars by size
+    (hard links go with their target), without apt's downloaded .debs."""
     outs = [io.BytesIO() for _ in range(parts)]
     writers = [tarfile.open(fileobj=o, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
                for o in outs]
     with tarfile.open(tar_path) as src:
-        members = src.getmembers()
+        members = [m for m in src.getmembers() if not is_apt_archive(m.name)]
         total = sum(m.size for m in members) or 1
         done = 0
         for member in members:

@@ -271,15 +271,36 @@ def _symlink(name: str, target: str, mtime: int) -> SyntheticEntry:
     return SyntheticEntry(_info(name, tarfile.SYMTYPE, 0o777, mtime, link=target))
 
 
-def metadata_entries(config: Mapping[str, Any], *, mtime: int | None = None
+def build_labels(deffile: Mapping[str, str], arch: str, when: int) -> dict[str, str]:
+    """The ``org.label-schema`` labels Apptainer's build adds to every image."""
+    from capsa import __version__
+
+    stamp = time.gmtime(when)
+    date = time.strftime("%A_%d_%B_%Y_%H:%M:%S_UTC", stamp).replace("_0", "_")
+    labels = {
+        "org.label-schema.build-arch": arch,
+        "org.label-schema.build-date": date,
+        "org.label-schema.schema-version": "1.0",
+        "org.label-schema.usage.apptainer.version": __version__,
+    }
+    for key, value in deffile.items():
+        labels[f"org.label-schema.usage.singularity.deffile.{key}"] = value
+    return labels
+
+
+def metadata_entries(config: Mapping[str, Any], *, mtime: int | None = None,
+                     deffile: Mapping[str, str] | None = None, arch: str = "",
                      ) -> list[SyntheticEntry]:
     """The ``/.singularity.d`` files for an image whose ``config`` object
-    (the ``config`` member of the image configuration) is *config*."""
+    (the ``config`` member of the image configuration) is *config*;
+    *deffile* is the header of the definition it was built from
+    (``bootstrap``, ``from``), written as ``/.singularity.d/Singularity``."""
     when = int(time.time()) if mtime is None else mtime
     env = [str(e) for e in config.get("Env") or []]
     entrypoint = [str(a) for a in config.get("Entrypoint") or []]
     cmd = [str(a) for a in config.get("Cmd") or []]
-    labels = {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
+    labels = build_labels(deffile or {}, arch, when) if arch else {}
+    labels.update({str(k): str(v) for k, v in (config.get("Labels") or {}).items()})
     sd = ".singularity.d"
     files = {
         "actions/exec": EXEC_ACTION, "actions/run": RUN_ACTION,
@@ -293,6 +314,9 @@ def metadata_entries(config: Mapping[str, Any], *, mtime: int | None = None
     entries = [_dir(sd, when), *(_dir(f"{sd}/{d}", when) for d in ("actions", "env", "libs"))]
     entries += [_file(f"{sd}/{name}", text, 0o755, when) for name, text in files.items()]
     entries.append(_file(f"{sd}/labels.json", labels_json(labels), 0o644, when))
+    if deffile:
+        text = "".join(f"{key}: {value}\n" for key, value in deffile.items())
+        entries.append(_file(f"{sd}/Singularity", text, 0o644, when))
     entries += [_file(f"etc/{name}", "", 0o644, when) for name in ("hosts", "resolv.conf")]
     return entries
 

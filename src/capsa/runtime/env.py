@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 
 from capsa.errors import NotFoundError, UsageError
 from capsa.runtime.spec import DEFAULT_PATH, LIBS_DIR
@@ -27,8 +28,11 @@ _PATH_KEYS = ("PREPEND_PATH", "APPEND_PATH", "PREPEND_LD_LIBRARY_PATH",
               "APPEND_LD_LIBRARY_PATH")
 
 
-def host_passthrough(environ: Mapping[str, str], *, cleanenv: bool) -> dict[str, str]:
-    """The host variables that enter the container."""
+def host_passthrough(environ: Mapping[str, str], *, cleanenv: bool,
+                     blocked: Iterable[str] = ()) -> dict[str, str]:
+    """The host variables that enter the container (minus ``--no-env`` names)."""
+    if blocked:
+        environ = {k: v for k, v in environ.items() if k not in set(blocked)}
     if cleanenv:
         kept = {k: v for k, v in environ.items()
                 if k == "TERM" or k.lower() in _PROXIES}
@@ -129,36 +133,70 @@ def env_script_paths(root: str, app: str | None) -> list[str]:
     return found
 
 
-def shell_script(scripts: Iterable[str], forced: Mapping[str, str], action: str) -> str:
+def shell_script(scripts: Iterable[str], forced: Mapping[str, str], action: str, *,
+                 evaluate: bool = True) -> str:
     """``/bin/sh -c`` text: source *scripts*, force *forced*, apply the PATH
-    rules, then run *action* (shell text using ``"$@"``)."""
+    rules, then run *action* (shell text using ``"$@"``).
+
+    With *evaluate* (Apptainer's default, off with ``--no-eval``) injected
+    values may refer to variables (``APPTAINERENV_LD_LIBRARY_PATH=
+    '$LD_LIBRARY_PATH:/opt/lib'``); nothing else in them is interpreted.
+    """
+    word = _expandable if evaluate else _quote
     lines = [f'[ -f {_quote(s)} ] && . {_quote(s)}' for s in scripts]
     for key, value in forced.items():
         if key in ("PATH", "LD_LIBRARY_PATH", *_PATH_KEYS) or not _valid_name(key):
             continue
-        lines.append(f"export {key}={_quote(value)}")
+        lines.append(f"export {key}={word(value)}")
     if "PATH" in forced:
-        lines.append(f"PATH={_quote(forced['PATH'])}")
+        lines.append(f"PATH={word(forced['PATH'])}")
     if "PREPEND_PATH" in forced:
-        lines.append(f'PATH={_quote(forced["PREPEND_PATH"])}:"$PATH"')
+        lines.append(f'PATH={word(forced["PREPEND_PATH"])}:"$PATH"')
     if "APPEND_PATH" in forced:
-        lines.append(f'PATH="$PATH":{_quote(forced["APPEND_PATH"])}')
+        lines.append(f'PATH="$PATH":{word(forced["APPEND_PATH"])}')
     lines.append("export PATH")
-    lines.append(_ld_library_path_line(forced))
+    lines.append(_ld_library_path_line(forced, word))
     lines.append(action)
     return "\n".join(lines)
 
 
-def _ld_library_path_line(forced: Mapping[str, str]) -> str:
+_REFERENCE_PATTERN = r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}\"`$\\]*)?\})"
+
+
+def reference_regex() -> re.Pattern[str]:
+    """``$NAME``, ``${NAME}``, ``${NAME:-word}`` (compiled on first use: most
+    runs inject nothing)."""
+    return re.compile(_REFERENCE_PATTERN)  # re caches compiled patterns
+
+
+def _expandable(value: str) -> str:
+    """*value* double-quoted so that only ``$NAME``, ``${NAME}`` and
+    ``${NAME:-word}`` expand: no command substitution, no other escapes."""
+    out = ['"']
+    i = 0
+    pattern = reference_regex()
+    while i < len(value):
+        match = pattern.match(value, i) if value[i] == "$" else None
+        if match:
+            out.append(match.group(0))
+            i = match.end()
+            continue
+        out.append("\\" + value[i] if value[i] in '$`"\\' else value[i])
+        i += 1
+    out.append('"')
+    return "".join(out)
+
+
+def _ld_library_path_line(forced: Mapping[str, str], word: Callable[[str], str]) -> str:
     parts: list[str] = []
     if "PREPEND_LD_LIBRARY_PATH" in forced:
-        parts.append(_quote(forced["PREPEND_LD_LIBRARY_PATH"]))
+        parts.append(word(forced["PREPEND_LD_LIBRARY_PATH"]))
     if "LD_LIBRARY_PATH" in forced:
-        parts.append(_quote(forced["LD_LIBRARY_PATH"]))
+        parts.append(word(forced["LD_LIBRARY_PATH"]))
     else:
         parts.append('"$LD_LIBRARY_PATH"')
     if "APPEND_LD_LIBRARY_PATH" in forced:
-        parts.append(_quote(forced["APPEND_LD_LIBRARY_PATH"]))
+        parts.append(word(forced["APPEND_LD_LIBRARY_PATH"]))
     joined = ":".join(parts)
     return (f'LD_LIBRARY_PATH={joined}\n'
             f'case ":$LD_LIBRARY_PATH:" in *:{LIBS_DIR}:*) ;; '
@@ -169,8 +207,11 @@ def _ld_library_path_line(forced: Mapping[str, str]) -> str:
             "export LD_LIBRARY_PATH")
 
 
-def final_env(env: dict[str, str], forced: Mapping[str, str]) -> dict[str, str]:
+def final_env(env: dict[str, str], forced: Mapping[str, str], *,
+              evaluate: bool = True) -> dict[str, str]:
     """The no-shell twin of the tail of :func:`shell_script`."""
+    if evaluate:
+        forced = {k: _expand(v.replace("\\", "\\\\"), env) for k, v in forced.items()}
     for key, value in forced.items():
         if key not in ("PATH", *_PATH_KEYS) and _valid_name(key):
             env[key] = value
@@ -201,8 +242,8 @@ def apply_env_script(text: str, env: dict[str, str]) -> None:
     Values may be quoted; ``$VAR``, ``${VAR}`` and ``${VAR:-word}`` are
     expanded outside single quotes.  Nothing is ever executed.
     """
-    for raw in text.splitlines():
-        line = raw.strip()
+    for raw in text.split("\n"):  # the shell's lines: no other separators
+        line = raw.strip(" \t\r")
         if line.startswith("export "):
             line = line[7:].lstrip()
         name, sep, rest = line.partition("=")

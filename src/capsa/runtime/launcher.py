@@ -262,18 +262,23 @@ def _init(spec: ContainerSpec, plan: Plan) -> int:
 def _exec(spec: ContainerSpec, plan: Plan) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     forced = dict(spec.env)
+    evaluate = forced.get("APPTAINER_NO_EVAL") != "1"
     if plan.has_shell:
         action = _shell_action(spec.action)
-        script = envmod.shell_script(plan.scripts, forced, action)
+        script = envmod.shell_script(plan.scripts, forced, action, evaluate=evaluate)
         argv = ["/bin/sh", "-c", script, plan.argv[0], *plan.argv[1:]]
         os.execve("/bin/sh", argv, plan.env)
-    environment = _env_without_shell(plan, forced)
+    environment = _env_without_shell(plan, forced, evaluate)
     program = _find(plan.argv[0], environment.get("PATH", ""))
     if program is None:
         sys.stderr.write(f'FATAL:   "{plan.argv[0]}": executable file not found in $PATH\n')
         sys.stderr.flush()
         os._exit(127)
-    os.execve(program, plan.argv, environment)
+    try:
+        os.execve(program, plan.argv, environment)
+    except FileNotFoundError as err:  # the ELF interpreter, not the program
+        raise ContainerError(f"exec {program} failed: a shared library is likely missing "
+                             "in the image") from err
 
 
 def _shell_action(action: str) -> str:
@@ -286,7 +291,7 @@ def _shell_action(action: str) -> str:
             'exec "$0" "$@"')
 
 
-def _env_without_shell(plan: Plan, forced: dict[str, str]) -> dict[str, str]:
+def _env_without_shell(plan: Plan, forced: dict[str, str], evaluate: bool) -> dict[str, str]:
     environment = dict(plan.env)
     for script in plan.scripts:
         try:
@@ -294,7 +299,7 @@ def _env_without_shell(plan: Plan, forced: dict[str, str]) -> dict[str, str]:
                 envmod.apply_env_script(handle.read(), environment)
         except OSError:
             continue
-    return envmod.final_env(environment, forced)
+    return envmod.final_env(environment, forced, evaluate=evaluate)
 
 
 def _find(program: str, path: str) -> str | None:

@@ -72,10 +72,8 @@ class Session:
         linux.mount("tmpfs", self.path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                     f"size={_SESSION_SIZE},mode=0755")
         self.mounted = True
-        for name in ("lower", "upper", "work", "root", "files", "home", "tmp", "vartmp"):
+        for name in ("lower", "upper", "work", "root", "files"):
             os.mkdir(self.sub(name), 0o755)
-        os.chmod(self.sub("tmp"), 0o1777)
-        os.chmod(self.sub("vartmp"), 0o1777)
 
     # -- the image ---------------------------------------------------------
     def mount_squashfs_loop(self, image: ImageSpec) -> str:

@@ -75,6 +75,8 @@ class ContainerSpec(NamedTuple):
     app: str | None = None
     shell: str | None = None
     overlays: tuple[OverlaySpec, ...] = ()
+    workdir: str | None = None
+    scratch: tuple[str, ...] = ()
     no_mount: frozenset[str] = frozenset()
     contain: bool = False
     pid_ns: bool = False

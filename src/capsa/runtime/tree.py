@@ -34,8 +34,8 @@ _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
 class Mount(NamedTuple):
-    """One planned mount: ``bind`` a host path, ``dev`` (a minimal /dev) or
-    ``dir`` (only make sure the directory exists)."""
+    """One planned mount: ``bind`` a host path, ``dev`` (a minimal /dev),
+    ``sysfs`` (a fresh one) or ``dir`` (only make sure the directory exists)."""
 
     kind: str
     source: str
@@ -85,7 +85,10 @@ class Tree:
             else:
                 self.add("/proc", "/proc")
         if "sys" not in spec.no_mount:
-            self.add("/sys", "/sys")
+            if spec.net_ns:  # sysfs shows the network of whoever mounts it
+                self.mounts.append(Mount("sysfs", "", "/sys"))
+            else:
+                self.add("/sys", "/sys")
         if "dev" not in spec.no_mount:
             if spec.contain:
                 self.mounts.append(Mount("dev", "", "/dev"))
@@ -93,6 +96,7 @@ class Tree:
                 self.add("/dev", "/dev")
         self._plan_home()
         self._plan_system_files()
+        self._plan_scratch()
         for bind in spec.binds:
             self.add(bind.source, bind.dest, readonly=bind.readonly)
         self._plan_cwd()
@@ -106,7 +110,7 @@ class Tree:
             return
         source = spec.home_source
         if spec.contain and source == spec.identity.home:
-            source = self.session.sub("home")
+            source = self._contained_dir("home")
         if not os.path.isdir(source):
             log.debug("home directory %s does not exist, not mounting it", source)
             return
@@ -116,14 +120,33 @@ class Tree:
         spec = self.spec
         if "tmp" not in spec.no_mount:
             contained = spec.contain
-            self.add(self.session.sub("tmp") if contained else "/tmp", "/tmp")
-            self.add(self.session.sub("vartmp") if contained else "/var/tmp", "/var/tmp")
+            self.add(self._contained_dir("tmp") if contained else "/tmp", "/tmp")
+            self.add(self._contained_dir("var_tmp") if contained else "/var/tmp", "/var/tmp")
         paths = ["/etc/resolv.conf"]
         if "bind-paths" not in spec.no_mount:
             paths[:0] = ["/etc/localtime", "/etc/hosts"]
         for path in paths:
             if os.path.exists(path) and path not in spec.no_mount:
                 self.add(path, path, recursive=False)
+
+    def _contained_dir(self, name: str) -> str:
+        """An empty directory for a contained /tmp, /var/tmp or $HOME: in the
+        session tmpfs, or under ``-W/--workdir`` (kept, as Apptainer does)."""
+        if self.spec.workdir:
+            path = f"{self.spec.workdir}/{name}"
+            os.makedirs(path, mode=0o700 if name == "home" else 0o1777, exist_ok=True)
+            return path
+        path = self.session.sub(f"contained/{name}")
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o755 if name == "home" else 0o1777)
+        return path
+
+    def _plan_scratch(self) -> None:
+        for number, dest in enumerate(self.spec.scratch):
+            base = self.spec.workdir or self.session.sub("scratch")
+            source = f"{base}/scratch-{number}" if self.spec.workdir else f"{base}/{number}"
+            os.makedirs(source, exist_ok=True)
+            self.add(source, dest)
 
     def _plan_cwd(self) -> None:
         spec = self.spec
@@ -190,6 +213,8 @@ class Tree:
                 continue
             if mount.kind == "dev":
                 self._minimal_dev(host)
+            elif mount.kind == "sysfs":
+                self._sysfs(host)
             elif mount.kind == "bind":
                 self._bind(mount, host)
 
@@ -210,6 +235,14 @@ class Tree:
         except OSError as err:
             raise ContainerError(f"mount {mount.source}->{mount.dest} error: while mounting "
                                  f"{mount.source}: {err.strerror}") from err
+
+    def _sysfs(self, target: str) -> None:
+        try:
+            linux.mount("sysfs", target, "sysfs",
+                        linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | linux.MS_RDONLY)
+        except OSError as err:
+            log.debug("fresh sysfs refused (%s); binding the host's", err)
+            linux.bind("/sys", target)
 
     def _minimal_dev(self, dev: str) -> None:
         linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755")

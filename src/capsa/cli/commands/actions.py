@@ -14,7 +14,7 @@ import pwd
 import sys
 from typing import TYPE_CHECKING
 
-from capsa.errors import ContainerError, UsageError
+from capsa.errors import ContainerError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from capsa.runtime.gpu import GpuPlan
@@ -41,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--env", action="append", default=[], metavar="K=V", help="set variables inside")
     add("--env-file", action="append", default=[], metavar="FILE",
         help="set variables inside from a file of K=V lines")
+    add("--no-env", action="append", default=[], metavar="LIST",
+        help="host variables not to pass (comma-separated)")
+    add("-W", "--workdir", metavar="DIR", help="where --contain puts /tmp, /var/tmp, $HOME")
+    add("-S", "--scratch", action="append", default=[], metavar="DIR",
+        help="an empty scratch directory at DIR inside (repeatable, comma lists)")
     add("--no-home", action="store_true", help="do not mount the home directory")
     add("-H", "--home", metavar="SRC[:DEST]", help="home directory to mount")
     add("--no-mount", action="append", default=[], metavar="LIST",
@@ -60,7 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--unsquash", action="store_true", help="extract the image to a temporary sandbox")
     add("-u", "--userns", action="store_true", help="use a user namespace (always)")
     add("--compat", action="store_true", help="-C --writable-tmpfs --no-init")
-    add("--no-eval", action="store_true", help=argparse.SUPPRESS)
+    add("--no-eval", action="store_true", help="no shell evaluation of OCI runscript args")
     add("--no-umask", action="store_true", help=argparse.SUPPRESS)
     add("--nv", action="store_true", help="bind the NVIDIA driver")
     add("--nvccli", action="store_true", help="NVIDIA through nvidia-container-cli")
@@ -191,7 +196,12 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
     home_source, home_dest = _home(args, identity.home)
     no_mount = _no_mount(args)
     forced = env.injected(os.environ, args.env_file, args.env)
-    host = env.host_passthrough(os.environ, cleanenv=args.cleanenv)
+    if args.no_eval or args.compat:  # OCI runscripts then skip their eval
+        forced["APPTAINER_NO_EVAL"] = forced["SINGULARITY_NO_EVAL"] = "1"
+    blocked = [n.strip() for value in args.no_env for n in value.split(",") if n.strip()]
+    host = env.host_passthrough(os.environ, cleanenv=args.cleanenv, blocked=blocked)
+    workdir = _workdir(args.workdir)
+    scratch = tuple(_absolute(d, "--scratch") for v in args.scratch for d in v.split(",") if d)
     overlays = tuple(_overlay(o) for o in args.overlay)
     net_ns = _network(args)
     _resource_limits(args)
@@ -204,11 +214,28 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         home_source=home_source, home_dest=home_dest, binds=tuple(bind_list),
         env=tuple(forced.items()), host_env=tuple(host.items()), pwd=args.pwd,
         hostname=args.hostname, app=args.app, shell=args.shell or _shell_env(),
-        overlays=overlays, no_mount=no_mount, contain=args.contain, pid_ns=args.pid,
+        overlays=overlays, workdir=workdir, scratch=scratch, no_mount=no_mount,
+        contain=args.contain, pid_ns=args.pid,
         ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
         writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
         use_fuse=not args.unsquash, gpu=_gpu(args),
     )
+
+
+def _workdir(value: str | None) -> str | None:
+    value = value or os.environ.get("APPTAINER_WORKDIR") or None
+    if value is None:
+        return None
+    path = os.path.abspath(value)
+    if not os.path.isdir(path):
+        raise NotFoundError(f"workdir {path} does not exist")
+    return path
+
+
+def _absolute(path: str, flag: str) -> str:
+    if not path.startswith("/"):
+        raise UsageError(f"{flag} {path}: must be an absolute path")
+    return os.path.normpath(path)
 
 
 def _network(args: argparse.Namespace) -> bool:

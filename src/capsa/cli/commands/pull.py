@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="[output file] URI")
     parser.add_argument("--name", help="specify a custom image name")
     parser.add_argument("--dir", help="download images to the specific directory")
-    parser.add_argument("-F", "--force", action="store_true",
+    parser.add_argument("-F", "--force", action="store_true", default=_env_flag("FORCE"),
                         help="overwrite an image file if it exists")
     parser.add_argument("--disable-cache", action="store_true",
                         help="do not use or create cached images/blobs")
@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--authfile", help="docker-style authentication file to use")
     parser.add_argument("--docker-login", action="store_true",
                         help="login to a Docker Repository interactively")
-    parser.add_argument("--mksquashfs-args", default="",
+    parser.add_argument("--mksquashfs-args", default=_env("MKSQUASHFS_ARGS") or "",
                         help="additional options for squashfs creation (-comp gzip...)")
     parser.add_argument("-U", "--allow-unsigned", action="store_true",
                         help="do not require a signed container image (accepted, no effect)")
@@ -75,8 +75,9 @@ def destination(args: argparse.Namespace) -> tuple[Path, str]:
     if len(args.paths) > 2:
         raise UsageError("too many arguments: pull [output file] <URI>")
     uri = args.paths[-1]
-    name: str = args.paths[0] if len(args.paths) == 2 else (args.name or default_name(uri))
-    folder = args.dir or _env("PULLFOLDER")
+    name: str = args.paths[0] if len(args.paths) == 2 else (
+        args.name or _env("PULL_NAME") or default_name(uri))
+    folder = args.dir or _env("PULLDIR") or _env("PULLFOLDER")
     path = Path(name)
     if folder and not path.is_absolute():
         path = Path(folder) / path
