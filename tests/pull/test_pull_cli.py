@@ -327,3 +327,21 @@ def test_cached_image_api(images: Any, scratch: Path) -> None:
     assert first.parent.name == "oci-tmp" and first.is_file()
     assert cached_image(images.ref("test/busybox:latest"), options) == first
     assert sif_listing(first)["/bin/busybox"][1] == "0/0"
+
+
+def test_progress_only_on_a_terminal(capsa: Capsa, images: Any, scratch: Path) -> None:
+    import shlex
+    import shutil
+
+    if shutil.which("script") is None:
+        pytest.skip("script(1) is not installed")
+    ref = images.ref("test/busybox:latest")
+    env = capsa.full_env(_env(scratch))
+    inner = " ".join(shlex.quote(a) for a in capsa.argv("pull", "--no-https", "t.sif", ref))
+    proc = subprocess.run(["script", "-qec", inner, "/dev/null"], cwd=scratch, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout
+    assert "Copying blobs:" in proc.stdout
+    quiet = capsa("pull", "--no-https", "u.sif", ref, cwd=scratch,
+                  env=_env(scratch) | {"APPTAINER_DISABLE_CACHE": "1"})
+    assert "Copying blobs" not in quiet.stderr

@@ -138,3 +138,23 @@ def test_bad_uri(capsa: Capsa, scratch: Path) -> None:
     result = capsa("pull", "x.sif", "ftp://example.com/x", cwd=scratch)
     assert result.returncode == 255
     assert "unsupported transport type" in result.stderr
+
+
+def test_corrupt_cache_entries_are_refetched(capsa: Capsa, images: Any,
+                                             scratch: Path) -> None:
+    ref = images.ref("test/tricky:latest")
+    first = capsa("pull", "--no-https", "a.sif", ref, cwd=scratch, env=_env(scratch))
+    assert first.returncode == 0, first
+    cache = scratch / "cache" / "cache"
+    for sif in (cache / "oci-tmp").iterdir():
+        sif.write_bytes(b"garbage")  # a SIF that does not open
+    for blob in (cache / "blob" / "blobs" / "sha256").iterdir():
+        size = blob.stat().st_size
+        blob.write_bytes(b"x" * size)  # right size, wrong content
+    second = capsa("pull", "--no-https", "b.sif", ref, cwd=scratch, env=_env(scratch))
+    assert second.returncode == 0, second
+    assert "corrupt" in second.stderr
+    assert "Using cached SIF image" not in second.stderr
+    from support.ocibuild import sif_listing
+
+    assert sif_listing(scratch / "b.sif") == sif_listing(scratch / "a.sif")

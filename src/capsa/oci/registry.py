@@ -49,16 +49,11 @@ def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
           source: str) -> ImageContent:
     """Config and layers into *cache*; the layers as files to convert."""
     cache.ensure()
-    ref = image.resolved.reference
     config_desc = image.resolved.config
     if config_desc.size > MAX_JSON:
         raise FormatError(f"image config {config_desc.digest} is too large")
     cache.put_blob(image.resolved.manifest, image.resolved.manifest_bytes)
-    config_path = cache.get_blob(
-        config_desc, lambda d, out: image.client.fetch_blob(ref, d, out))
-    config_bytes = config_path.read_bytes()
-    check_bytes(config_bytes, config_desc)
-    config = parse_json(config_bytes, "image config")
+    config = parse_json(_config_bytes(image, cache, config_desc), "image config")
     layers = image.resolved.layers
     workers = max(1, min(MAX_PARALLEL, len(layers)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -68,6 +63,22 @@ def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
     if not platform.architecture:
         platform = image.platform
     return ImageContent(config, files, platform, image.manifest_digest, source)
+
+
+def _config_bytes(image: RemoteImage, cache: ContentCache, desc: Descriptor) -> bytes:
+    """The image config through the cache, fetched again if the copy there is bad."""
+    def download(d: Descriptor, out: BinaryIO) -> None:
+        image.client.fetch_blob(image.resolved.reference, d, out)
+
+    path = cache.get_blob(desc, download)
+    data = path.read_bytes()
+    try:
+        check_bytes(data, desc)
+    except DigestMismatchError:
+        cache.evict(path)
+        data = cache.get_blob(desc, download).read_bytes()
+        check_bytes(data, desc)
+    return data
 
 
 def _layer(image: RemoteImage, cache: ContentCache, desc: Descriptor,
@@ -113,8 +124,3 @@ def _intact(path: Path, desc: Descriptor) -> bool:
     if not ok:
         log.warning("cached blob %s is corrupt: fetching it again", desc.digest)
     return ok
-
-
-def check_intact(path: Path, desc: Descriptor) -> None:
-    if not _intact(path, desc):
-        raise DigestMismatchError(f"blob {desc.digest} does not match its digest")

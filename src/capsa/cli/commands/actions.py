@@ -79,6 +79,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
     add("--docker-login", action="store_true", help="log in to the registry interactively")
     add("--authfile", metavar="FILE", help="registry credentials file")
+    add("--require-signed", metavar="KEYRING",
+        help="refuse images not signed by a key of KEYRING (OpenPGP keyring or PEM key)")
     add("image", help="SIF file, sandbox directory, or docker://, oras:// ... URI")
     add("args", nargs=argparse.REMAINDER, help="command and arguments")
 
@@ -115,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("exec requires a command to run: exec [options] IMAGE COMMAND [ARGS]")
     pulled = _pull_uri(args) if _is_uri(args.image) else None
     try:
+        _enforce_signing_policy(args)
         spec = build_spec(args)
         from capsa.runtime.launcher import launch
 
@@ -129,6 +132,27 @@ def run(args: argparse.Namespace) -> int:
     os._exit(status)
 
 
+def _enforce_signing_policy(args: argparse.Namespace) -> None:
+    """Refuse unsigned images where the site (capsa.conf) or the user asks.
+
+    The configuration file is only read, and the integrity package only
+    imported, when there is something to check: the exec path stays lean.
+    """
+    config = args.global_options.config
+    keyring: str | None = args.require_signed or os.environ.get("APPTAINER_REQUIRE_SIGNED")
+    if keyring is None and config is None and not os.path.exists(_SITE_CONFIG):
+        return
+    from capsa.integrity.policy import enforce_signed, load_policy
+
+    if keyring is None:
+        policy = load_policy(config)
+        if not policy.required:
+            return
+        keyring = policy.keyring
+    enforce_signed(args.image, keyring_path=keyring)
+
+
+_SITE_CONFIG = "/etc/capsa/capsa.conf"
 _LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:")
 
 
