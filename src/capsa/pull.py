@@ -23,10 +23,10 @@ from typing import Any
 
 from capsa.content import ContentCache, copy_atomic, sif_cache_key
 from capsa.digest import Platform
-from capsa.errors import AlreadyExistsError, UsageError
+from capsa.errors import AlreadyExistsError, FormatError, UsageError
 from capsa.oci import ImageContent
 from capsa.registry import RegistryOptions, host_platform
-from capsa.rootfs.layers import MergeReport, merge_layers
+from capsa.rootfs.layers import MergeReport, RedirectNeeded, merge_layers
 from capsa.rootfs.singularity_d import base_entries, metadata_entries
 from capsa.squashfs import SquashfsOptions, from_tar_stream
 
@@ -216,10 +216,7 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch)
     base = base_entries()
 
-    def write(out: Any) -> MergeReport:
-        return merge_layers(out, content.layers, top=top, base=base)
-
-    report = from_tar_stream(squashfs, write, options.squashfs)
+    report = _pack(squashfs, content, top, base, options)
     objects = [
         NewObject(DataType.DEFFILE, data=deffile_for(content.source)),
         NewObject(DataType.GENERIC_JSON, data=json.dumps(run_config).encode(),
@@ -229,8 +226,33 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     ]
     dest.parent.mkdir(parents=True, exist_ok=True)
     create(dest, objects)
-    assert isinstance(report, MergeReport)
     return report
+
+
+def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any],
+          options: PullOptions) -> MergeReport:
+    """The merged layers as a squashfs; merged again when a lower layer turns
+    out to have made a directory that upper layers write into a symlink."""
+    import functools
+
+    redirects: dict[str, tuple[str, int]] = {}
+    for _attempt in range(8):
+        write = functools.partial(_merge_into, content=content, top=top, base=base,
+                                  redirects=redirects)
+        try:
+            report = from_tar_stream(squashfs, write, options.squashfs)
+        except RedirectNeeded as more:
+            log.debug("following directory symlinks: %s", ", ".join(more.redirects))
+            redirects = more.redirects
+            continue
+        assert isinstance(report, MergeReport)
+        return report
+    raise FormatError("layers keep replacing directories by symlinks: giving up")
+
+
+def _merge_into(out: Any, *, content: ImageContent, top: list[Any], base: list[Any],
+                redirects: dict[str, tuple[str, int]]) -> MergeReport:
+    return merge_layers(out, content.layers, top=top, base=base, redirects=redirects)
 
 
 def _sif_goarch(arch: str) -> str:

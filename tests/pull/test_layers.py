@@ -160,3 +160,30 @@ def test_tar_bytes_roundtrip() -> None:
     raw = tar_bytes([Member("x", data=b"1")])
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         assert tar.getnames() == ["x"]
+
+
+def test_upper_layer_writes_through_lower_directory_symlink(tmp_path: Path) -> None:
+    """Merged /usr: ``bin -> usr/bin`` below, ``bin/tool`` above (as containerd
+    resolves it: the file lands in usr/bin and /bin stays a link)."""
+    from capsa.rootfs.layers import RedirectNeeded
+
+    below = layer([Member("usr/bin", "dir", mode=0o755), Member("usr/bin/sh", data=b"sh"),
+                   Member("bin", "symlink", link="usr/bin", mode=0o777),
+                   Member("old", "dir", mode=0o755), Member("old/gone", data=b"hidden")])
+    middle = layer([Member("old", "symlink", link="/usr/bin", mode=0o777)])
+    above = layer([Member("bin/tool", data=b"tool"), Member("bin/hl", "hardlink",
+                                                           link="bin/tool")])
+    blobs = [below.blob, middle.blob, above.blob]
+    with pytest.raises(RedirectNeeded) as caught:
+        merge_layers(io.BytesIO(), _files(tmp_path, blobs))
+    assert caught.value.redirects == {"bin": ("usr/bin", 0)}
+    out = io.BytesIO()
+    merge_layers(out, _files(tmp_path, blobs), redirects=caught.value.redirects)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        merged = {m.name: m for m in tar}
+    assert merged["bin"].issym() and merged["bin"].linkname == "usr/bin"
+    assert "usr/bin/tool" in merged and "bin/tool" not in merged
+    assert merged["usr/bin/hl"].linkname == "usr/bin/tool"
+    assert "usr/bin/sh" in merged
+    assert merged["old"].issym() and "old/gone" not in merged

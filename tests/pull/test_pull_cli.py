@@ -345,3 +345,18 @@ def test_progress_only_on_a_terminal(capsa: Capsa, images: Any, scratch: Path) -
     quiet = capsa("pull", "--no-https", "u.sif", ref, cwd=scratch,
                   env=_env(scratch) | {"APPTAINER_DISABLE_CACHE": "1"})
     assert "Copying blobs" not in quiet.stderr
+
+
+def test_merged_usr_image(any_capsa: Capsa, scratch: Path) -> None:
+    from support.ocibuild import Member, busybox_members, image, layer, write_layout
+
+    base = layer([*busybox_members(), Member("usr/bin", "dir", mode=0o755),
+                  Member("sbin", "symlink", link="usr/bin", mode=0o777)])
+    top = layer([Member("sbin/tool", data=b"#!/bin/sh\necho tool\n", mode=0o755)])
+    layout = write_layout(scratch / "layout", "latest", [image([base, top])])
+    subprocess.run(["chmod", "-R", "a+rX", str(layout)], check=True)
+    result = any_capsa("pull", "m.sif", f"oci:{layout}", cwd=scratch)
+    assert result.returncode == 0, result
+    listing = sif_listing(scratch / "m.sif")
+    assert listing["/sbin"][0].startswith("l")
+    assert "/usr/bin/tool" in listing and "/sbin/tool" not in listing

@@ -39,6 +39,12 @@ ALLOWED: dict[str, set[str]] = {
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci",
     },
     "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.sif", "capsa.squashfs", "capsa.digest"},
+    "capsa.deffile": set(),
+    "capsa.build": {
+        "capsa.deffile", "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
+        "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pull",
+        "capsa.linux", "capsa.integrity",
+    },
     "capsa.cli": {"*"},
 }
 

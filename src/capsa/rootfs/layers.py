@@ -26,7 +26,7 @@ import logging
 import posixpath
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, cast
@@ -326,10 +326,27 @@ class _Prefetcher:
             pass
 
 
+Redirects = Mapping[str, tuple[str, int]]  # dir symlink -> (its target, its layer)
+
+
+class RedirectNeeded(Exception):
+    """A lower layer turned a directory that upper layers write into into a
+    symlink (``bin -> usr/bin``): upper entries must go through the link,
+    as a runtime extracting the layers in order would write them.  Raised
+    once the whole stream is planned; merge again with *redirects*."""
+
+    def __init__(self, redirects: Redirects) -> None:
+        super().__init__(f"{len(redirects)} directory symlink(s) to follow")
+        self.redirects = dict(redirects)
+
+
 class LayerMerger:
     """Writes the merged tree of the given layers into *out* as one tar."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, redirects: Redirects | None = None) -> None:
+        self._redirects = dict(redirects or {})
+        self._found: dict[str, tuple[str, int]] = {}
+        self._index = 0
         self.report = MergeReport()
         self._warn = _Warner(self.report)
         self._plan = _Plan()
@@ -344,10 +361,15 @@ class LayerMerger:
               base: Sequence[SyntheticEntry] = ()) -> MergeReport:
         """*layers* bottom first, as in a manifest; *top* overrides them all,
         *base* fills in only what no layer has."""
+        self._index = len(layers)
         self._synthetic("capsa metadata", top)
-        for layer in reversed(layers):
-            self._layer(layer)
+        for index in reversed(range(len(layers))):
+            self._index = index
+            self._layer(layers[index])
+        self._index = -1
         self._synthetic("capsa base", base)
+        if self._found:
+            raise RedirectNeeded({**self._redirects, **self._found})
         self._flush_links()
         self._out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
         self._out.flush()
@@ -392,6 +414,7 @@ class LayerMerger:
             return
         if repaired:
             self._warn(label, f"{info.name!r} confined to /{name}")
+        name = self._redirected(name)
         base = posixpath.basename(name)
         if base.startswith(".wh."):
             self._whiteout(label, name, base)
@@ -402,12 +425,35 @@ class LayerMerger:
         if name == "":
             self._root(info)
             return
+        if info.issym() and name in self._plan.implicit and name not in self._plan.emitted:
+            self._found_directory_link(name, info.linkname)
+            return
         reason = self._plan.shadowed(name, info.isdir())
         if reason is not None:
             if reason:
                 self._warn(label, f"/{name}: {reason}: skipped")
             return
         self._emit(label, name, info, data)
+
+    def _found_directory_link(self, name: str, target: str) -> None:
+        joined = target if target.startswith("/") else f"{posixpath.dirname(name)}/{target}"
+        resolved, _ = clean_name(joined)
+        if resolved and resolved != name and name not in self._redirects:
+            self._found[name] = (resolved, self._index)
+
+    def _redirected(self, name: str) -> str:
+        """*name* with its leading directories resolved through the symlinks
+        that lower layers put there (see :class:`RedirectNeeded`)."""
+        for _hop in range(16):
+            parts = name.split("/")
+            for cut in range(1, len(parts)):
+                link = self._redirects.get("/".join(parts[:cut]))
+                if link is not None and self._index > link[1]:
+                    name = "/".join([link[0], *parts[cut:]])
+                    break
+            else:
+                return name
+        return name
 
     def _whiteout(self, label: str, name: str, base: str) -> None:
         parent = posixpath.dirname(name)
@@ -428,6 +474,8 @@ class LayerMerger:
               data: IO[bytes] | None) -> None:
         if info.islnk():
             target, _repaired = clean_name(info.linkname)
+            if target:
+                target = self._redirected(target)
             if target is None or target == "" or target == name:
                 self._warn(label, f"/{name}: hard link to {info.linkname!r} outside "
                                   "the root filesystem: skipped")
@@ -487,6 +535,8 @@ class LayerMerger:
 
 def merge_layers(out: BinaryIO, layers: Sequence[LayerFile], *,
                  top: Iterable[SyntheticEntry] = (),
-                 base: Iterable[SyntheticEntry] = ()) -> MergeReport:
-    """Write the merged root filesystem of *layers* (bottom first) to *out*."""
-    return LayerMerger(out).merge(layers, top=list(top), base=list(base))
+                 base: Iterable[SyntheticEntry] = (),
+                 redirects: Redirects | None = None) -> MergeReport:
+    """Write the merged root filesystem of *layers* (bottom first) to *out*.
+    May raise :class:`RedirectNeeded`: then merge again, into a fresh *out*."""
+    return LayerMerger(out, redirects).merge(layers, top=list(top), base=list(base))
