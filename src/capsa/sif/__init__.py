@@ -20,16 +20,22 @@ from capsa.sif.format import (
     host_goarch,
     sif_arch,
 )
-from capsa.sif.image import Descriptor, Header, SifImage
 
 if TYPE_CHECKING:
+    from capsa.sif.image import Descriptor, Header, SifImage
     from capsa.sif.writer import NewObject, add_objects, create, delete_object, set_primary
 
+_IMAGE_NAMES = frozenset({"Descriptor", "Header", "SifImage"})
 _WRITER_NAMES = frozenset({"NewObject", "add_objects", "create", "delete_object", "set_primary"})
 
 
 def __getattr__(name: str) -> object:
-    # The writer loads only when used: reading an image stays cheap.
+    # The reader and the writer load only when used, so that the exec path
+    # (capsa.sif.locate) pays for neither.
+    if name in _IMAGE_NAMES:
+        from capsa.sif import image
+
+        return getattr(image, name)
     if name in _WRITER_NAMES:
         from capsa.sif import writer
 
