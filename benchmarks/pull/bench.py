@@ -210,9 +210,10 @@ def main() -> int:
         return measure(setup, [t for t in args.tools.split(",") if t], args.runs,
                        not args.no_probe, layout)
     finally:
-        plain.stop()
-        if tls is not None:
-            tls.stop()
+        for registry in (plain, tls):
+            if registry is not None:
+                registry.stop()
+                shutil.rmtree(registry.root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -275,6 +276,10 @@ def report(samples: dict[str, list[Sample]]) -> None:
         ratio = f"{wall / base[0]:.2f}" if base else "-"
         runs = " ".join(f"{s.wall:.1f}" for s in samples[tool])
         print(f"  {tool:<13} {wall:>8.2f} {rss / 1024:>9.0f} {ratio:>11}   {runs}")
+    if base and "podman" in medians:
+        verdict = "met" if base[0] <= medians["podman"][0] else "NOT met"
+        print(f"\n  goal (capsa no slower than podman pull): {verdict}, "
+              f"capsa/podman = {base[0] / medians['podman'][0]:.2f}")
 
 
 if __name__ == "__main__":

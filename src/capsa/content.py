@@ -92,9 +92,7 @@ class ContentCache:
     def ensure(self) -> None:
         """Create the cache (0700) or fail with a clear message."""
         try:
-            if not self.root.exists():
-                self.root.mkdir(mode=0o700, parents=True)
-                os.chmod(self.root, 0o700)
+            self._create_root()
             for sub in ("blob/blobs/sha256", "oci-tmp", ".locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             layout = self.root / "blob" / "oci-layout"
@@ -104,12 +102,22 @@ class ContentCache:
             raise EnvironmentFailure(
                 f"cache location {self.root} is not writable: {err.strerror}") from err
 
+    def _create_root(self) -> None:
+        """The cache directory, private (0700) when we are the ones creating it."""
+        try:
+            self.root.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            return  # there already, or another process just made it
+        os.chmod(self.root, 0o700)  # mkdir's mode went through the umask
+
     # -- locking ------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock shared by every process using this cache."""
         path = self.root / ".locks" / name
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Read-only is enough for flock, and works on a lock file that another
+        # user of a shared cache created.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -55,6 +55,7 @@ _libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 _libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong)
 _libc.syscall.restype = ctypes.c_long
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 
 
 def _check(result: int, what: str, path: str | None = None) -> None:
@@ -69,6 +70,11 @@ def _b(value: str | None) -> bytes | None:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace open at *fd* (``/proc/PID/ns/...``)."""
+    _check(_libc.setns(fd, nstype), "setns")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,

@@ -92,7 +92,8 @@ def _local_content(scheme: str, rest: str, work: Path, platform: Platform,
     from capsa.oci import archive
     from capsa.oci.layout import OCILayout, split_layout_ref
 
-    path, tag = split_layout_ref(rest)
+    path, tag = split_docker_archive(rest) if scheme == "docker-archive" else (
+        split_layout_ref(rest))
     if scheme == "oci":
         return OCILayout(path).image(tag, platform, uri)
     unpacked = work / "archive"
@@ -100,6 +101,14 @@ def _local_content(scheme: str, rest: str, work: Path, platform: Platform,
     if scheme == "oci-archive":
         return archive.oci_archive(path, unpacked, platform, tag, uri)
     return archive.docker_archive(path, unpacked, uri, tag)
+
+
+def split_docker_archive(text: str) -> tuple[Path, str | None]:
+    """``FILE[:NAME:TAG]``: the file is the first prefix that exists."""
+    for index, char in enumerate(text):
+        if char == ":" and Path(text[:index]).is_file():
+            return Path(text[:index]), text[index + 1:] or None
+    return Path(text), None
 
 
 def _pull_registry(uri: str, rest: str, dest: Path, platform: Platform,
@@ -238,7 +247,7 @@ def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any]
     redirects: dict[str, tuple[str, int]] = {}
     for _attempt in range(8):
         write = functools.partial(_merge_into, content=content, top=top, base=base,
-                                  redirects=redirects)
+                                  redirects=redirects, progress=options.progress)
         try:
             report = from_tar_stream(squashfs, write, options.squashfs)
         except RedirectNeeded as more:
@@ -251,8 +260,14 @@ def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any]
 
 
 def _merge_into(out: Any, *, content: ImageContent, top: list[Any], base: list[Any],
-                redirects: dict[str, tuple[str, int]]) -> MergeReport:
-    return merge_layers(out, content.layers, top=top, base=base, redirects=redirects)
+                redirects: dict[str, tuple[str, int]],
+                progress: Callable[[str, int, int], None] | None) -> MergeReport:
+    def on_layer(done: int, total: int) -> None:
+        if progress is not None:
+            progress("squashfs", done, total)
+
+    return merge_layers(out, content.layers, top=top, base=base, redirects=redirects,
+                        on_layer=on_layer)
 
 
 def _sif_goarch(arch: str) -> str:

@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from capsa.errors import DigestMismatchError, FormatError
+from capsa.rootfs.compression import Compression, detect_compression
 from capsa.rootfs.layers import (
-    Compression,
     LayerFile,
     SyntheticEntry,
     clean_name,
     confine_symlink,
-    detect_compression,
     merge_layers,
 )
 from support.ocibuild import Member, hostile_layer, layer, sha256, tar_bytes, tricky_layers
@@ -187,3 +186,22 @@ def test_upper_layer_writes_through_lower_directory_symlink(tmp_path: Path) -> N
     assert merged["usr/bin/hl"].linkname == "usr/bin/tool"
     assert "usr/bin/sh" in merged
     assert merged["old"].issym() and "old/gone" not in merged
+
+
+def test_long_and_non_utf8_names_survive(tmp_path: Path) -> None:
+    long_dir = "d" * 120
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as tar:
+        for name in (f"{long_dir}/{'f' * 150}", "caf\udce9.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("l")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/" + "t" * 200
+        tar.addfile(link)
+    merged = _merged(tmp_path, [raw.getvalue()])
+    assert f"{long_dir}/{'f' * 150}" in merged
+    assert "caf\udce9.txt" in merged
+    assert merged["l"].linkname == "/" + "t" * 200

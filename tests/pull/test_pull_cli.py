@@ -201,6 +201,10 @@ def test_local_sources(any_capsa: Capsa, images: Any, scratch: Path) -> None:
     os.chmod(archive, 0o644)
     result = any_capsa("pull", "b.sif", f"oci-archive:{archive}", cwd=scratch)
     assert result.returncode == 0, result
+    tagged = any_capsa("pull", "c.sif", f"oci-archive:{archive}:latest", cwd=scratch)
+    assert tagged.returncode == 0, tagged
+    missing = any_capsa("pull", "d.sif", f"oci-archive:{archive}:nope", cwd=scratch)
+    assert missing.returncode == 255 and "nope" in missing.stderr
     assert sif_listing(scratch / "b.sif")["/bin/busybox"][1] == "0/0"
 
 
@@ -212,6 +216,11 @@ def test_docker_archive(capsa: Capsa, images: Any, scratch: Path) -> None:
                    capture_output=True)
     result = capsa("pull", "d.sif", f"docker-archive:{archive}", cwd=scratch)
     assert result.returncode == 0, result
+    named = capsa("pull", "e.sif", f"docker-archive:{archive}:test/busybox:latest",
+                  cwd=scratch)
+    assert named.returncode == 0, named
+    wrong = capsa("pull", "f.sif", f"docker-archive:{archive}:other:1", cwd=scratch)
+    assert wrong.returncode == 255 and "other:1" in wrong.stderr
     listing = sif_listing(scratch / "d.sif")
     assert listing["/bin/busybox"] == ("-rwxr-xr-x", "0/0")
     assert sif_cat(scratch / "d.sif", "etc/group").startswith(b"root:x:0:")
@@ -284,7 +293,7 @@ def test_concurrent_pulls_share_one_cache(capsa: Capsa, images: Any,
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     converted = sum(b"Converting OCI blobs" in err for _out, err in outputs)
-    assert converted == 1
+    assert converted == 1, outputs
     first = (scratch / "c0.sif").read_bytes()
     for i in range(1, 4):
         assert (scratch / f"c{i}.sif").read_bytes() == first
@@ -342,6 +351,7 @@ def test_progress_only_on_a_terminal(capsa: Capsa, images: Any, scratch: Path) -
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout
     assert "Copying blobs:" in proc.stdout
+    assert "Creating squashfs: layer 1/1" in proc.stdout
     quiet = capsa("pull", "--no-https", "u.sif", ref, cwd=scratch,
                   env=_env(scratch) | {"APPTAINER_DISABLE_CACHE": "1"})
     assert "Copying blobs" not in quiet.stderr

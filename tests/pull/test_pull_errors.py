@@ -158,3 +158,18 @@ def test_corrupt_cache_entries_are_refetched(capsa: Capsa, images: Any,
     from support.ocibuild import sif_listing
 
     assert sif_listing(scratch / "b.sif") == sif_listing(scratch / "a.sif")
+
+
+def test_registries_conf_search_and_insecure(capsa: Capsa, images: Any, scratch: Path) -> None:
+    """An unqualified name found through registries.conf, plain HTTP because
+    the registry is marked insecure there (no --no-https)."""
+    host = images.registry.host
+    conf = scratch / "registries.conf"
+    conf.write_text(f'unqualified-search-registries = ["{host}"]\n\n'
+                    f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
+    env = {**_env(scratch), "CONTAINERS_REGISTRIES_CONF": str(conf)}
+    result = capsa("pull", "r.sif", "docker://test/busybox:latest", cwd=scratch, env=env)
+    assert result.returncode == 0, result
+    from support.ocibuild import sif_listing
+
+    assert "/bin/busybox" in sif_listing(scratch / "r.sif")

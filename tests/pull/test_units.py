@@ -241,3 +241,18 @@ def test_find_size() -> None:
     assert find_size(174) == "0.17 KiB"
     assert find_size(37_318_000) == "35.59 MiB"
     assert find_size(3 << 30) == "3.00 GiB"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--arch", "arm64"], "linux/arm64"), (["--arch", "arm32v7"], "linux/arm/v7"),
+    (["--arch", "amd64"], "linux/amd64"), (["--platform", "linux/arm/v6"], "linux/arm/v6"),
+    (["--arch", "arm", "--arch-variant", "v5"], "linux/arm/v5"), ([], "None"),
+])
+def test_platform_flags(argv: list[str], expected: str) -> None:
+    import argparse
+
+    from capsa.cli.commands.pull import configure, platform_of
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert str(platform_of(parser.parse_args([*argv, "docker://x"]))) == expected

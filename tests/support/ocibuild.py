@@ -89,8 +89,9 @@ def compress(data: bytes, kind: str) -> bytes:
     if kind == "gzip6":  # what registries usually serve (docker's default level)
         return gzip.compress(data, compresslevel=6, mtime=0)
     if kind == "zstd":
-        return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True,
-                              check=True).stdout
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress(data)
     return data
 
 

@@ -95,6 +95,7 @@ class Definition:
 
     stages: tuple[Stage, ...]
     raw: str = ""                                  # the text as written (before substitution)
+    text: str = ""                                 # the text after substitution
     used_args: frozenset[str] = field(default_factory=frozenset)
 
     @property

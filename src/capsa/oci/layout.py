@@ -103,8 +103,8 @@ def check_bytes(data: bytes, desc: Descriptor) -> None:
 
 
 def split_layout_ref(text: str) -> tuple[Path, str | None]:
-    """``DIR[:TAG]`` (the scheme already removed)."""
+    """``PATH[:TAG]`` (the scheme already removed; PATH a layout or an archive)."""
     path, sep, tag = text.rpartition(":")
-    if sep and path and "/" not in tag and Path(path).is_dir() and not Path(text).is_dir():
+    if sep and path and "/" not in tag and Path(path).exists() and not Path(text).exists():
         return Path(path), tag
     return Path(text), None

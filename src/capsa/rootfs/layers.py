@@ -20,24 +20,20 @@ sees a dangling link.
 
 from __future__ import annotations
 
-import enum
-import gzip
 import logging
 import posixpath
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
-from capsa.digest import VerifyingReader
 from capsa.errors import CapsaError, FormatError
+from capsa.rootfs.compression import Prefetcher
 
 log = logging.getLogger("capsa.rootfs.layers")
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _BUF = 1 << 20
 _MAX_WARNINGS_PER_SOURCE = 8
 # PAX keywords that tarfile derives from the TarInfo fields: stale copies
@@ -49,21 +45,6 @@ _KEPT_TYPES = frozenset(
     {tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
      tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE}
 )
-
-
-class Compression(enum.Enum):
-    PLAIN = "plain"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-
-
-def detect_compression(head: bytes) -> Compression:
-    """What the first bytes of a layer say it is (media types lie)."""
-    if head.startswith(GZIP_MAGIC):
-        return Compression.GZIP
-    if head.startswith(ZSTD_MAGIC):
-        return Compression.ZSTD
-    return Compression.PLAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,39 +73,6 @@ class MergeReport:
     entries: int = 0
     bytes: int = 0
     warnings: list[str] = field(default_factory=list)
-
-
-class _Prefixed:
-    """A reader that first returns *head*, then the rest of *raw*."""
-
-    def __init__(self, head: bytes, raw: BinaryIO | VerifyingReader) -> None:
-        self._head = head
-        self._raw = raw
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n < 0 or n >= len(self._head):
-                head, self._head = self._head, b""
-                rest = self._raw.read(-1 if n < 0 else n - len(head))
-                return head + rest
-            head, self._head = self._head[:n], self._head[n:]
-            return head
-        return self._raw.read(n)
-
-
-def decompressed(raw: BinaryIO | VerifyingReader) -> BinaryIO:
-    """*raw* decompressed according to its magic bytes."""
-    head = raw.read(4)
-    stream = cast(BinaryIO, _Prefixed(head, raw))
-    kind = detect_compression(head)
-    if kind is Compression.GZIP:
-        return cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
-    if kind is Compression.ZSTD:
-        import zstandard  # lazily: only zstd layers need it
-
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
-        return cast(BinaryIO, reader)
-    return stream
 
 
 def clean_name(name: str) -> tuple[str | None, bool]:
@@ -234,98 +182,6 @@ class _Warner:
             log.warning("layer %s: more entries repaired or dropped (not all shown)", source)
 
 
-class _Prefetcher:
-    """Reads, verifies and decompresses a layer in a worker thread.
-
-    zlib, zstd and hashlib release the GIL, so this runs on another core
-    while the main thread parses tar headers and feeds ``tar2sqfs``.
-    """
-
-    _DONE = object()
-
-    def __init__(self, raw: BinaryIO, layer: LayerFile) -> None:
-        import queue
-        import threading
-
-        self._raw = raw
-        self._layer = layer
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=16)
-        self._stop = threading.Event()
-        self._buf = b""
-        self._pos = 0
-        self._ended = False
-        self._thread = threading.Thread(target=self._produce, daemon=True)
-
-    def __enter__(self) -> _Prefetcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            self._drain_queue()
-            self._thread.join(0.05)
-
-    def _drain_queue(self) -> None:
-        import queue
-
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
-
-    def _produce(self) -> None:
-        try:
-            source: BinaryIO | VerifyingReader = self._raw
-            if self._layer.digest is not None and self._layer.size is not None:
-                source = VerifyingReader(self._raw, self._layer.digest, self._layer.size)
-            stream = decompressed(source)
-            while not self._stop.is_set():
-                chunk = stream.read(_BUF)
-                if not chunk:
-                    break
-                self._queue.put(chunk)
-            if isinstance(source, VerifyingReader) and not self._stop.is_set():
-                source.drain()  # the digest covers every byte, padding included
-            self._queue.put(self._DONE)
-        except BaseException as err:  # handed to the reading thread
-            self._queue.put(err)
-
-    def _next(self) -> bool:
-        if self._ended:
-            return False
-        item = self._queue.get()
-        if item is self._DONE:
-            self._ended = True
-            return False
-        if isinstance(item, BaseException):
-            self._ended = True
-            raise item
-        assert isinstance(item, bytes)
-        self._buf, self._pos = item, 0
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        if self._pos >= len(self._buf) and not self._next():
-            return b""
-        if n < 0:
-            parts = [self._buf[self._pos:]]
-            while self._next():
-                parts.append(self._buf)
-            self._buf, self._pos = b"", 0
-            return b"".join(parts)
-        chunk = self._buf[self._pos:self._pos + n]
-        self._pos += len(chunk)
-        return chunk
-
-    def finish(self) -> None:
-        """Read to the end, so the digest is checked and errors surface."""
-        self._buf, self._pos = b"", 0
-        while self._next():
-            pass
-
-
 Redirects = Mapping[str, tuple[str, int]]  # dir symlink -> (its target, its layer)
 
 
@@ -343,7 +199,9 @@ class RedirectNeeded(Exception):
 class LayerMerger:
     """Writes the merged tree of the given layers into *out* as one tar."""
 
-    def __init__(self, out: BinaryIO, redirects: Redirects | None = None) -> None:
+    def __init__(self, out: BinaryIO, redirects: Redirects | None = None,
+                 on_layer: Callable[[int, int], object] | None = None) -> None:
+        self._on_layer = on_layer  # (layers done, layers in all): progress
         self._redirects = dict(redirects or {})
         self._found: dict[str, tuple[str, int]] = {}
         self._index = 0
@@ -366,6 +224,8 @@ class LayerMerger:
         for index in reversed(range(len(layers))):
             self._index = index
             self._layer(layers[index])
+            if self._on_layer is not None:
+                self._on_layer(len(layers) - index, len(layers))
         self._index = -1
         self._synthetic("capsa base", base)
         if self._found:
@@ -384,7 +244,7 @@ class LayerMerger:
 
     def _layer(self, layer: LayerFile) -> None:
         try:
-            with layer.path.open("rb") as raw, _Prefetcher(raw, layer) as stream:
+            with layer.path.open("rb") as raw, Prefetcher(raw, layer.digest, layer.size) as stream:
                 self._read_tar(layer.label, cast(BinaryIO, stream))
                 stream.finish()
         except (CapsaError, BrokenPipeError):
@@ -536,7 +396,9 @@ class LayerMerger:
 def merge_layers(out: BinaryIO, layers: Sequence[LayerFile], *,
                  top: Iterable[SyntheticEntry] = (),
                  base: Iterable[SyntheticEntry] = (),
-                 redirects: Redirects | None = None) -> MergeReport:
+                 redirects: Redirects | None = None,
+                 on_layer: Callable[[int, int], object] | None = None) -> MergeReport:
     """Write the merged root filesystem of *layers* (bottom first) to *out*.
     May raise :class:`RedirectNeeded`: then merge again, into a fresh *out*."""
-    return LayerMerger(out, redirects).merge(layers, top=list(top), base=list(base))
+    merger = LayerMerger(out, redirects, on_layer)
+    return merger.merge(layers, top=list(top), base=list(base))

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from capsa import linux
 from capsa.errors import ContainerError
@@ -30,6 +31,9 @@ from capsa.runtime import env as envmod
 from capsa.runtime.mounts import Session, find_program
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import NoTestScript, Plan, Tree
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger("capsa.runtime.launcher")
 
@@ -53,8 +57,12 @@ def fuse_usable() -> bool:
     return find_program("squashfuse_ll") is not None
 
 
-def launch(spec: ContainerSpec) -> int:
-    """Run the container described by *spec*; return its exit status."""
+def launch(spec: ContainerSpec,
+           runner: Callable[[ContainerSpec, Plan], int] | None = None) -> int:
+    """Run the container described by *spec*; return its exit status.
+
+    *runner* replaces the default process start once the tree is built
+    (instances start their own way, see :mod:`capsa.runtime.instance_process`)."""
     rootless = os.geteuid() != 0
     session = Session(_tmpdir(), rootless=rootless)
     try:
@@ -71,7 +79,7 @@ def launch(spec: ContainerSpec) -> int:
         except NoTestScript:
             log.info("No test script found in container, exiting")
             return 0
-        return _run(spec, plan)
+        return (runner or _run)(spec, plan)
     finally:
         session.close()
 

@@ -115,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
     _apply_env_defaults(args)
     if args.command == "exec" and not args.args:
         raise UsageError("exec requires a command to run: exec [options] IMAGE COMMAND [ARGS]")
+    if args.image.startswith("instance://"):  # join a running instance
+        from capsa.cli.commands.instance import run_in_instance
+
+        return run_in_instance(args)
     pulled = _pull_uri(args) if _is_uri(args.image) else None
     try:
         _enforce_signing_policy(args)

@@ -90,9 +90,15 @@ def platform_of(args: argparse.Namespace) -> Any:
     if args.platform:
         return parse_platform(args.platform)
     if args.arch:
-        text = f"linux/{args.arch}/{args.arch_variant}" if args.arch_variant else args.arch
-        return parse_platform(text)
+        arch, variant = _APPTAINER_ARCHES.get(args.arch, (args.arch, ""))
+        variant = args.arch_variant or variant
+        return parse_platform(f"linux/{arch}/{variant}" if variant else arch)
     return None
+
+
+# Apptainer's --arch names for variants (``arm32v7`` is ``arm/v7``).
+_APPTAINER_ARCHES = {"arm32v5": ("arm", "v5"), "arm32v6": ("arm", "v6"),
+                     "arm32v7": ("arm", "v7"), "arm64v8": ("arm64", "v8")}
 
 
 def credentials_of(args: argparse.Namespace) -> Any:
@@ -171,23 +177,35 @@ def _usable_cache(cache: Any) -> Any:
 
 
 class _progress:
-    """One self-rewriting line on the terminal: bytes fetched, then packing."""
+    """One self-rewriting line on the terminal: bytes fetched, then layers
+    packed into the squashfs."""
 
     def __init__(self) -> None:
         self.blobs: dict[str, tuple[int, int]] = {}
+        self.open_line = False
 
     def __call__(self, key: str, done: int, total: int) -> None:
+        if key == "squashfs":
+            self._show(f"Creating squashfs: layer {done}/{total}")
+            if done == total:
+                self.finish()
+            return
         if ":" not in key:  # not a digest: the download phase is over
             self.finish()
             return
         self.blobs[key] = (done, total)
         got = sum(d for d, _ in self.blobs.values()) / 1048576
         want = sum(t for _, t in self.blobs.values()) / 1048576
-        sys.stderr.write(f"\rCopying blobs: {got:8.1f} MiB / {want:.1f} MiB ")
+        self._show(f"Copying blobs: {got:8.1f} MiB / {want:.1f} MiB")
+
+    def _show(self, text: str) -> None:
+        sys.stderr.write(f"\r{text} ")
         sys.stderr.flush()
+        self.open_line = True
 
     def finish(self) -> None:
-        if self.blobs:
+        if self.open_line:
             sys.stderr.write("\n")
             sys.stderr.flush()
-            self.blobs = {}
+            self.open_line = False
+        self.blobs = {}

@@ -1,0 +1,1 @@
+"""Definition files: the model and the parser (pure, no I/O)."""
