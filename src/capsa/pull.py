@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +25,17 @@ from capsa.content import ContentCache, copy_atomic, sif_cache_key
 from capsa.digest import Platform
 from capsa.errors import AlreadyExistsError, FormatError, UsageError
 from capsa.oci import ImageContent
-from capsa.registry import RegistryOptions, host_platform
+from capsa.oci.options import PullOptions as PullOptions  # re-exported: the pull API
+from capsa.registry import host_platform
 from capsa.rootfs.layers import MergeReport, RedirectNeeded, merge_layers
 from capsa.rootfs.singularity_d import base_entries, metadata_entries
-from capsa.squashfs import SquashfsOptions, from_tar_stream
+from capsa.squashfs import from_tar_stream
 
 log = logging.getLogger("capsa.pull")
 
 LOCAL_SCHEMES = ("oci", "oci-archive", "docker-archive")
 REGISTRY_SCHEMES = ("docker",)
 ALL_SCHEMES = (*REGISTRY_SCHEMES, *LOCAL_SCHEMES, "oras")
-
-
-@dataclass(frozen=True, slots=True)
-class PullOptions:
-    """Everything a pull needs besides the source and destination."""
-
-    platform: Platform | None = None         # None: this host's
-    cache: ContentCache | None = None        # None: --disable-cache
-    tmpdir: Path = Path("/tmp")
-    squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
-    registry: RegistryOptions | None = None  # --no-https, credentials, authfile
-    progress: Callable[[str, int, int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from capsa.content import atomic_file, copy_atomic
 from capsa.digest import OCI_MANIFEST, SIF_CONFIG, SIF_LAYER, Descriptor, digest_hex, sha256_digest
 from capsa.errors import FormatError, NotFoundError
+from capsa.oci.options import PullOptions
 from capsa.reference import parse_reference
 from capsa.registry import RegistryOptions, open_client
-
-if TYPE_CHECKING:
-    from capsa.pull import PullOptions
 
 log = logging.getLogger("capsa.oci.oras")
 

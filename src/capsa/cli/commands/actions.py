@@ -164,18 +164,19 @@ def _is_uri(image: str) -> bool:
     return "://" in image or (image.startswith(_LOCAL_SCHEMES) and not os.path.exists(image))
 
 
-def _pull_uri(args: argparse.Namespace) -> str:
-    """``docker://`` and friends: pull through the cache into a temporary SIF
-    (removed after the run), as Apptainer runs the SIF it pulled."""
+def _pull_uri(args: argparse.Namespace) -> str | None:
+    """``docker://`` and friends: run the image from the cache, as Apptainer
+    does; without a usable cache (or for other schemes), pull into a
+    temporary SIF and return its path, for removal after the run."""
     from pathlib import Path
 
     from capsa.cli.commands.pull import registry_options
     from capsa.content import ContentCache, default_cache_root
     from capsa.errors import EnvironmentFailure
-    from capsa.pull import PullOptions, pull, split_uri
+    from capsa.pull import PullOptions, cached_image, pull, split_uri
     from capsa.runtime.mounts import make_temp_dir
 
-    split_uri(args.image)  # unsupported schemes: UsageError before any work
+    scheme, _ = split_uri(args.image)  # unsupported schemes: UsageError before any work
     cache: ContentCache | None = ContentCache(default_cache_root())
     try:
         if cache is not None:
@@ -183,18 +184,21 @@ def _pull_uri(args: argparse.Namespace) -> str:
     except EnvironmentFailure:
         cache = None
     tmpdir = os.environ.get("APPTAINER_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    options = PullOptions(cache=cache, tmpdir=Path(tmpdir), registry=registry_options(args))
+    args.image_ref = args.image
+    if scheme == "docker" and cache is not None:
+        args.image = str(cached_image(args.image, options))
+        return None
     work = make_temp_dir(tmpdir, "capsa-pull-")
     dest = Path(work) / "image.sif"
     try:
-        pull(args.image, dest, PullOptions(cache=cache, tmpdir=Path(tmpdir),
-                                           registry=registry_options(args)))
+        pull(args.image, dest, options)
         final = f"{work}.sif"
         os.rename(dest, final)
     finally:
         if dest.exists():
             dest.unlink()
         os.rmdir(work)
-    args.image_ref = args.image
     args.image = final
     return final
 

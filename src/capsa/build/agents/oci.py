@@ -1,0 +1,44 @@
+"""``Bootstrap: docker|oci|oci-archive|docker-archive``: through the pull
+pipeline (registry, cache, layer merge, ``/.singularity.d``), then unpacked."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from capsa.build.agents import AgentContext, Base
+from capsa.build.sandbox import unpack_image
+from capsa.deffile.model import Stage
+from capsa.errors import UsageError
+
+log = logging.getLogger("capsa.build")
+
+
+def source_uri(stage: Stage) -> str:
+    """The pull URI of a stage: ``Registry``/``Namespace`` prefix ``From``."""
+    source = stage.get("from")
+    if not source:
+        raise UsageError(f"Bootstrap: {stage.bootstrap} needs a From: image")
+    agent = stage.bootstrap
+    if agent != "docker":
+        return f"{agent}:{source}"
+    parts = [p.strip("/") for p in (stage.get("registry"), stage.get("namespace")) if p]
+    return "docker://" + "/".join([*parts, source.removeprefix("//")])
+
+
+def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
+    from capsa.pull import cached_image, pull
+
+    uri = source_uri(stage)
+    log.info("Fetching OCI image...")
+    if uri.startswith("docker://") and context.pull.cache is not None:
+        image = cached_image(uri, context.pull)
+        digest = ""
+    else:
+        image = context.work / "base.sif"
+        digest = pull(uri, image, context.pull).manifest_digest or ""
+    log.info("Extracting OCI image...")
+    unpack_image(image, rootfs, context.runner)
+    if image.parent == context.work:
+        image.unlink()
+    return Base(name=uri, digest=digest, has_metadata=True)
