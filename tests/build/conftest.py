@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +25,18 @@ class BuildImages:
     sandbox: Path
     layout: Path
     registry: Registry
+    tricky_archive: Path      # oci-archive of support.ocibuild's tricky image
 
     def ref(self, name: str = "test/busybox:latest") -> str:
         return self.registry.ref(name)
+
+
+def _archive(layout: Path, dest: Path) -> Path:
+    with tarfile.open(dest, "w") as tar:
+        for entry in sorted(layout.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    dest.chmod(0o644)
+    return dest
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +52,7 @@ def build_images(plain_registry: Registry) -> Iterator[BuildImages]:  # noqa: F8
         for name in files:
             os.chmod(os.path.join(dirpath, name), 0o644)
     plain_registry.push_oci_layout(layout, "test/busybox:latest")
-    yield BuildImages(images["sif"], images["sandbox"], layout, plain_registry)
+    tricky = _archive(ocibuild.tricky_layout(base / "oci-tricky", "latest"),
+                      base / "tricky.tar")
+    yield BuildImages(images["sif"], images["sandbox"], layout, plain_registry, tricky)
     shutil.rmtree(base, ignore_errors=True)

@@ -556,3 +556,49 @@ Fingerprints: {fingerprint}
     refused = capsa("build", "other.sif", str(other), cwd=scratch, env=env)
     _fatal_only(refused)
     assert "not signed by the required key(s)" in refused.stderr
+
+
+def test_oci_archive_keeps_owners_as_root_maps_them_as_user(
+        any_capsa: Capsa, build_images: BuildImages, scratch: Path) -> None:
+    definition = _write_def(scratch, f"""\
+Bootstrap: oci-archive
+From: {build_images.tricky_archive}
+
+%post
+    echo post > /data/from-post
+""")
+    result = any_capsa("build", "tricky.sif", str(definition), cwd=scratch, env=_env(scratch))
+    assert result.returncode == 0, result
+    listing = sif_listing(scratch / "tricky.sif")
+    assert "/data/gone.txt" not in listing and "/data/new.txt" in listing
+    assert listing["/data/from-post"][1] == "0/0"
+    owner = listing["/data/user1000.txt"][1]
+    assert owner == ("1000/1000" if any_capsa.user.uid == 0 else "0/0")
+    # unsquashfs run by a user drops setuid bits (known limitation, as umoci --rootless)
+    assert listing["/data/setuid"][0] == ("-rwsr-xr-x" if any_capsa.user.uid == 0
+                                          else "-rwxr-xr-x")
+    assert listing["/data/fifo"][0].startswith("p")
+
+
+def test_update_only_some_sections(capsa: Capsa, build_images: BuildImages,
+                                   scratch: Path) -> None:
+    first = capsa("build", "-s", "box", str(build_images.sif), cwd=scratch, env=_env(scratch))
+    assert first.returncode == 0, first
+    definition = _write_def(scratch, """\
+Bootstrap: localimage
+From: unused
+
+%post
+    touch /post-ran
+%environment
+    export SECTION_ONLY=yes
+""")
+    result = capsa("build", "-s", "-u", "--section", "environment", "box", str(definition),
+                   cwd=scratch, env=_env(scratch))
+    assert result.returncode == 0, result
+    assert not (scratch / "box/post-ran").exists()
+    out = capsa("exec", "box", "sh", "-c", "echo $SECTION_ONLY", cwd=scratch)
+    assert out.stdout == "yes\n", out
+    bad = capsa("build", "-s", "-u", "--section", "nonsense", "box", str(definition),
+                cwd=scratch, env=_env(scratch))
+    _fatal_only(bad)

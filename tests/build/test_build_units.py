@@ -99,3 +99,29 @@ def test_remove_tree_without_write_permission(tmp_path: Path) -> None:
     locked.chmod(0o500)
     remove_tree(tmp_path / "tree")
     assert not (tmp_path / "tree").exists()
+
+
+@pytest.mark.parametrize(("text", "uri"), [
+    ("Bootstrap: docker\nFrom: alpine:3.19\n", "docker://alpine:3.19"),
+    ("Bootstrap: docker\nFrom: docker://alpine\n", "docker://alpine"),
+    ("Bootstrap: docker\nRegistry: example.org\nNamespace: team/\nFrom: app:1\n",
+     "docker://example.org/team/app:1"),
+    ("Bootstrap: oci-archive\nFrom: /x/img.tar\n", "oci-archive:/x/img.tar"),
+    ("Bootstrap: oci\nFrom: layout:tag\n", "oci:layout:tag"),
+])
+def test_source_uri(text: str, uri: str) -> None:
+    from capsa.build.agents.oci import source_uri
+    from capsa.deffile.parser import parse
+
+    assert source_uri(parse(text).final) == uri
+
+
+def test_fix_permissions(tmp_path: Path) -> None:
+    from capsa.build.sandbox import fix_permissions
+
+    (tmp_path / "d").mkdir(mode=0o500)
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "f").chmod(0o000)
+    fix_permissions(tmp_path)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700

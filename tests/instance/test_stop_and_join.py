@@ -119,6 +119,7 @@ def test_killed_monitor_leaves_a_ghost_that_list_removes(quick: Instances,
     assert until(lambda: not os.path.exists(f"/proc/{state['pid']}/ns"))
     assert quick.names() == []
     assert quick.state_files() == []
+    assert quick.leftovers() == []  # its empty session directory went with the ghost
 
 
 def test_namespaces_are_joined(quick: Instances, images: dict[str, Path]) -> None:

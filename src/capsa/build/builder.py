@@ -22,7 +22,7 @@ from pathlib import Path
 
 from capsa.build import agents, apps
 from capsa.build.metadata import write_metadata
-from capsa.build.sandbox import confined, pack_squashfs, remove_tree
+from capsa.build.sandbox import confined, fix_permissions, pack_squashfs, remove_tree
 from capsa.build.scripts import ContainerOptions, run_post, run_setup, run_test
 from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
 from capsa.errors import NotFoundError, UsageError
@@ -40,6 +40,7 @@ ALL_SECTIONS = ("setup", "files", "post", "environment", "runscript", "startscri
 class BuildOptions:
     sandbox: bool = False
     update: bool = False            # run the sections over an existing sandbox
+    fix_perms: bool = False         # --fix-perms after the bootstrap
     notest: bool = False
     sections: frozenset[str] = frozenset(("all",))
     container: ContainerOptions = field(default_factory=ContainerOptions)
@@ -148,6 +149,8 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         stage_work = Path(tempfile.mkdtemp(prefix="agent-", dir=work))
         context = agents.AgentContext(stage_work, options.pull, options.container.runner)
         base = agents.bootstrap(stage, rootfs, context)
+        if options.fix_perms:
+            fix_permissions(rootfs)
     write_metadata(stage, rootfs, base, definition, phase="base", arch=_arch(options))
     if options.wants("setup") and stage.script("setup").body.strip():
         run_setup(stage.script("setup"), rootfs, options.container.runner)

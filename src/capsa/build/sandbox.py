@@ -161,6 +161,20 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, onerror=retry)
 
 
+def fix_permissions(root: Path) -> None:
+    """``--fix-perms``: owner rwx on directories, rw on files (Apptainer's
+    rule for images whose files their owner cannot read or remove)."""
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.lstat(path).st_mode | 0o700)
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.lstat(path).st_mode | 0o600)
+
+
 def add_synthetic_file(root: Path, name: str, data: bytes, mode: int) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), mode

@@ -48,6 +48,7 @@ class Instance(NamedTuple):
     path: str
     start_time: int
     ip: str = ""
+    session: str = ""  # the monitor's session directory (removed with a ghost)
 
 
 def check_name(name: str) -> None:
@@ -142,7 +143,7 @@ def write_state(instance: Instance) -> None:
         "user": instance.user, "image": instance.image, "config": "",
         "userns": instance.userns, "cgroup": False, "ip": instance.ip,
         "logErrPath": instance.log_err, "logOutPath": instance.log_out,
-        "checkpoint": "", "startTime": instance.start_time,
+        "checkpoint": "", "startTime": instance.start_time, "session": instance.session,
     }
     temp = f"{instance.path}.{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
@@ -169,6 +170,18 @@ def remove_state(instance: Instance) -> None:
         log.debug("cleanup: %s", err)
 
 
+def _remove_ghost(instance: Instance) -> None:
+    """The state of an instance whose monitor was killed, and the session
+    directory it could not remove (empty: its mounts died with their
+    namespace; only ever rmdir'ed, so a forged state file can do no harm)."""
+    remove_state(instance)
+    if os.path.basename(instance.session).startswith("capsa-session-"):
+        try:
+            os.rmdir(instance.session)
+        except OSError as err:
+            log.debug("cleanup: %s", err)
+
+
 def _read_state(path: str) -> Instance | None:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -178,7 +191,8 @@ def _read_state(path: str) -> Instance | None:
             image=str(body.get("image", "")), user=str(body.get("user", "")),
             userns=bool(body.get("userns", False)),
             log_err=str(body.get("logErrPath", "")), log_out=str(body.get("logOutPath", "")),
-            path=path, start_time=int(body.get("startTime", -1)), ip=str(body.get("ip", "")))
+            path=path, start_time=int(body.get("startTime", -1)), ip=str(body.get("ip", "")),
+            session=str(body.get("session", "")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.debug("ignoring unreadable instance file %s: %s", path, err)
         return None
@@ -196,7 +210,7 @@ def list_instances(pattern: str = "*", user: str | None = None) -> list[Instance
         if instance is None:
             continue
         if not is_running(instance):
-            remove_state(instance)
+            _remove_ghost(instance)
             continue
         found.append(instance)
     return found

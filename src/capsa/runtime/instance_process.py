@@ -207,7 +207,8 @@ def _run_instance(spec: ContainerSpec, plan: Plan, template: Instance, startscri
         return _monitor(pid) or 255  # it failed; the reason is in the log
     started = process_start_time(os.getpid())
     instance = template._replace(pid=pid, ppid=os.getpid(),
-                                 start_time=-1 if started is None else started)
+                                 start_time=-1 if started is None else started,
+                                 session=os.path.dirname(plan.root))
     write_state(instance)
     state.append(instance)
     os.write(notify, b"ok %d" % pid)

@@ -1,17 +1,20 @@
 """``Bootstrap: busybox``: one static busybox and its applet links.
 
-Without ``MirrorURL`` the binary comes from the host (Debian's
-``busybox-static``); downloading one is not supported.
+The binary comes from the host (Debian's ``busybox-static``); a
+``MirrorURL`` is not downloaded (a warning says so).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from capsa.build.agents import AgentContext, Base
 from capsa.deffile.model import Stage
-from capsa.errors import NotFoundError, UsageError
+from capsa.errors import NotFoundError
+
+log = logging.getLogger("capsa.build")
 
 _HOST_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
@@ -22,15 +25,15 @@ def _host_busybox() -> Path:
     for candidate in _HOST_BUSYBOX:
         if Path(candidate).is_file():
             return Path(candidate)
-    raise NotFoundError("Bootstrap: busybox without MirrorURL needs a static busybox on "
+    raise NotFoundError("Bootstrap: busybox needs a static busybox on "
                         "this host (Debian: apt-get install busybox-static)")
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
-    if stage.get("mirrorurl"):
-        raise UsageError("Bootstrap: busybox with MirrorURL is not supported: remove "
-                         "MirrorURL to use this host's busybox-static")
     binary = _host_busybox()
+    if stage.get("mirrorurl"):
+        log.warning("Bootstrap: busybox: MirrorURL is not downloaded; using this host's "
+                    "%s instead", binary)
     bindir = rootfs / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(binary, bindir / "busybox")

@@ -20,10 +20,11 @@ def source_uri(stage: Stage) -> str:
     if not source:
         raise UsageError(f"Bootstrap: {stage.bootstrap} needs a From: image")
     agent = stage.bootstrap
+    source = source.removeprefix(f"{agent}:").removeprefix("//")  # From: docker://x
     if agent != "docker":
         return f"{agent}:{source}"
     parts = [p.strip("/") for p in (stage.get("registry"), stage.get("namespace")) if p]
-    return "docker://" + "/".join([*parts, source.removeprefix("//")])
+    return "docker://" + "/".join([*parts, source])
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:

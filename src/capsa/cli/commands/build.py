@@ -54,6 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--platform", help="platform to pull (os/arch[/variant])")
     add("--authfile", help="docker-style authentication file to use")
     add("--docker-login", action="store_true", help="login to a Docker Repository interactively")
+    add("--fix-perms", action="store_true",
+        help="give the owner rwx on directories and rw on files of the base image")
     add("--library", default="", help=argparse.SUPPRESS)
     add("--no-cleanup", action="store_true", help=argparse.SUPPRESS)
     add("--userns", action="store_true", help=argparse.SUPPRESS)
@@ -142,8 +144,13 @@ def check_target(dest: Path, force: bool, sandbox: bool) -> None:
     from capsa.errors import AlreadyExistsError, UsageError
 
     if not os.path.lexists(dest):
-        if not os.access(dest.absolute().parent, os.W_OK):
-            raise UsageError(f"cannot write to {dest.absolute().parent}: permission denied")
+        parent = dest.absolute().parent
+        if not parent.is_dir():
+            from capsa.errors import NotFoundError
+
+            raise NotFoundError(f"cannot build {dest}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"cannot write to {parent}: permission denied")
         return
     if dest.is_dir() and not force:
         entries = set(os.listdir(dest))
@@ -264,6 +271,15 @@ def _sections(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(names or {"all"})
 
 
+def _verbosity(args: argparse.Namespace) -> list[str]:
+    """The global verbosity flag, for the nested ``capsa exec`` too."""
+    from capsa.cli import log
+
+    level = getattr(getattr(args, "global_options", None), "level", log.NORMAL)
+    flags = {log.DEBUG: "-d", log.VERBOSE: "-v", log.QUIET: "-q", log.SILENT: "-s"}
+    return [flags[level]] if level in flags else []
+
+
 def build_options(args: argparse.Namespace) -> Any:
     from capsa.build.builder import BuildOptions
     from capsa.build.scripts import ContainerOptions
@@ -279,8 +295,10 @@ def build_options(args: argparse.Namespace) -> Any:
     pull = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir,
                        squashfs=squashfs, registry=registry_options(args))
     container = ContainerOptions(binds=tuple(args.bind), nv=args.nv, rocm=args.rocm,
-                                 fakeroot=args.fakeroot, writable_tmpfs=args.writable_tmpfs)
-    return BuildOptions(sandbox=args.sandbox, update=args.update, notest=args.notest,
+                                 fakeroot=args.fakeroot, writable_tmpfs=args.writable_tmpfs,
+                                 capsa=(sys.executable, "-m", "capsa", *_verbosity(args)))
+    return BuildOptions(sandbox=args.sandbox, update=args.update, fix_perms=args.fix_perms,
+                        notest=args.notest,
                         sections=_sections(args),
                         container=container, pull=pull, squashfs=squashfs,
                         arch=args.arch or "", tmpdir=tmpdir)
