@@ -5,6 +5,7 @@
 - ``any_capsa``: both, as a parametrised fixture (``root`` and ``user``).
 - ``scratch``: a fresh directory both identities can read and write.
 - ``interop``: ``../shared/interop/sif-reference``, skipping when absent.
+- ``reports``: what the library reported through :mod:`capsa.report`.
 
 Markers (see pyproject.toml) skip with a reason where a capability is
 missing: ``needs_root``, ``needs_userns``, ``needs_fuse``, ``needs_gpu``,
@@ -109,6 +110,18 @@ def any_capsa(request: pytest.FixtureRequest, source_copy: Path) -> Capsa:
     if not is_root():
         return Capsa(current_user(), source_copy)
     return Capsa(ensure_test_user(), source_copy)
+
+
+@pytest.fixture
+def reports() -> Iterator[list[tuple[int, str, str]]]:
+    """What the library reports (level, reporter, message) while a test runs."""
+    from capsa import report
+
+    seen: list[tuple[int, str, str]] = []
+    report.configure(report.DEBUG, lambda level, name, message: seen.append(
+        (level, name, message)))
+    yield seen
+    report.configure(report.INFO, None)
 
 
 @pytest.fixture

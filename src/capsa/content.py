@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import logging
 import os
 import shutil
 import tempfile
@@ -31,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from capsa import report
 from capsa.digest import Descriptor, digest_hex, validate_digest
 from capsa.errors import EnvironmentFailure
 
-log = logging.getLogger("capsa.content")
+log = report.getLogger("capsa.content")
 
 # Apptainer's cache types, in its order; each is a directory of the cache.
 CACHE_TYPES = ("blob", "library", "oci-tmp", "shub", "oras", "net")

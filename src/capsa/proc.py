@@ -7,7 +7,6 @@ A missing program becomes :class:`capsa.errors.ToolError`, never a traceback.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -15,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+from capsa import report
 from capsa.errors import ToolError
 
-log = logging.getLogger("capsa.proc")
+log = report.getLogger("capsa.proc")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capsa import report
 from capsa.content import ContentCache, copy_atomic, sif_cache_key
 from capsa.digest import Platform
 from capsa.errors import AlreadyExistsError, FormatError, UsageError
@@ -31,7 +31,7 @@ from capsa.rootfs.layers import MergeReport, RedirectNeeded, merge_layers
 from capsa.rootfs.singularity_d import base_entries, metadata_entries
 from capsa.squashfs import from_tar_stream
 
-log = logging.getLogger("capsa.pull")
+log = report.getLogger("capsa.pull")
 
 LOCAL_SCHEMES = ("oci", "oci-archive", "docker-archive")
 REGISTRY_SCHEMES = ("docker",)

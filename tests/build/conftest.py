@@ -56,3 +56,20 @@ def build_images(plain_registry: Registry) -> Iterator[BuildImages]:  # noqa: F8
                       base / "tricky.tar")
     yield BuildImages(images["sif"], images["sandbox"], layout, plain_registry, tricky)
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def build_fake_gpu() -> Iterator[object]:
+    """The GPU tests' fake NVIDIA driver tree (gpu.fakedriver), for --nv builds."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the fake driver libraries")
+    from gpu.fakedriver import build_fake_driver, open_up
+
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="build-gpu-", dir=SCRATCH))
+    try:
+        driver = build_fake_driver(base)
+        open_up(base)
+        yield driver
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

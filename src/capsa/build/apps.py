@@ -5,10 +5,10 @@ in ``/scif/apps/<app>`` with its metadata in ``scif/``, its data in
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from capsa import report
 from capsa.build.metadata import with_shebang
 from capsa.build.sandbox import confined
 from capsa.build.scripts import ContainerOptions, run_post
@@ -16,7 +16,7 @@ from capsa.deffile.model import App, FileCopy
 from capsa.deffile.parser import parse_files, parse_labels
 from capsa.rootfs.singularity_d import labels_json
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 CopyFiles = Callable[[tuple[FileCopy, ...], Path], None]
 

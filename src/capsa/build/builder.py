@@ -12,7 +12,6 @@ import contextlib
 import functools
 import glob
 import json
-import logging
 import os
 import tempfile
 import time
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capsa import report
 from capsa.build import agents, apps
 from capsa.build.metadata import write_metadata
 from capsa.build.sandbox import confined, fix_permissions, pack_squashfs, remove_tree
@@ -30,7 +30,7 @@ from capsa.proc import require
 from capsa.pull import PullOptions
 from capsa.squashfs import SquashfsOptions
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 ALL_SECTIONS = ("setup", "files", "post", "environment", "runscript", "startscript",
                 "test", "labels", "help")

@@ -5,12 +5,12 @@ and the definition itself (older ones kept in ``bootstrap_history``)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Collection
 from pathlib import Path
 
+from capsa import report
 from capsa.build.agents import Base
 from capsa.build.scripts import BUILD_LABELS
 from capsa.deffile.model import Definition, Script, Stage
@@ -23,7 +23,7 @@ from capsa.rootfs.singularity_d import (
     metadata_entries,
 )
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 META = ".singularity.d"
 
@@ -112,6 +112,8 @@ def _write_labels(stage: Stage, rootfs: Path, base: Base, arch: str) -> None:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     labels["org.opencontainers.image.created"] = created
     labels["org.opencontainers.image.architecture"] = arch
+    if _regular(rootfs / META / "runscript.help"):
+        labels["org.label-schema.usage"] = "/.singularity.d/runscript.help"
     if base.name:
         labels["org.opencontainers.image.base.name"] = base.name
     if base.digest:

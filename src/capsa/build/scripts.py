@@ -9,7 +9,6 @@ exactly the container a user would (binds, ``--nv``, fakeroot).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import tempfile
@@ -17,12 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capsa import report
 from capsa.build.sandbox import is_root
 from capsa.deffile.model import Script
 from capsa.errors import ContainerError
 from capsa.proc import DEFAULT_RUNNER, Runner
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 POST_SCRIPT = "/.post.script"
 BUILD_LABELS = "/.build.labels"

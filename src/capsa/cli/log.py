@@ -1,92 +1,94 @@
-"""Apptainer-style messages on stderr, fed by the ``capsa`` logger.
+"""Apptainer-style messages on stderr, fed by :mod:`capsa.report`.
 
-The library reports through :mod:`logging`; this module installs the one
-handler that formats records as Apptainer does (``INFO:    ``,
-``WARNING: ``, ``ERROR:   ``, ``FATAL:   ``, ``DEBUG   ``) and honours the
-global verbosity flags.
+The library reports through :mod:`capsa.report`; this module is its one
+sink, formatting reports as Apptainer does (``INFO:    ``, ``WARNING: ``,
+``ERROR:   ``, ``FATAL:   ``, ``DEBUG   ``) and honouring the global
+verbosity flags.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+
+from capsa import report
 
 # Apptainer's levels: -s silent (fatal only), -q quiet (errors), default
 # (warnings+info), -v verbose, -d debug.
-SILENT = logging.CRITICAL
-QUIET = logging.ERROR
-NORMAL = logging.INFO
-VERBOSE = logging.INFO - 1
-DEBUG = logging.DEBUG
+SILENT = report.CRITICAL
+QUIET = report.ERROR
+NORMAL = report.INFO
+VERBOSE = report.VERBOSE
+DEBUG = report.DEBUG
 
 _PREFIX = {
-    logging.DEBUG: "DEBUG   ",
-    VERBOSE: "VERBOSE ",
-    logging.INFO: "INFO:   ",
-    logging.WARNING: "WARNING:",
-    logging.ERROR: "ERROR:  ",
-    logging.CRITICAL: "FATAL:  ",
+    report.DEBUG: "DEBUG   ",
+    report.VERBOSE: "VERBOSE ",
+    report.INFO: "INFO:   ",
+    report.WARNING: "WARNING:",
+    report.ERROR: "ERROR:  ",
+    report.CRITICAL: "FATAL:  ",
 }
 
 _COLOUR = {
-    logging.WARNING: "\x1b[33m",
-    logging.ERROR: "\x1b[31m",
-    logging.CRITICAL: "\x1b[31m",
-    logging.INFO: "\x1b[34m",
+    report.WARNING: "\x1b[33m",
+    report.ERROR: "\x1b[31m",
+    report.CRITICAL: "\x1b[31m",
+    report.INFO: "\x1b[34m",
 }
 
 
-class _ApptainerFormatter(logging.Formatter):
+class _Stderr:
+    """The sink: one line per report, prefixed as Apptainer prefixes it."""
+
+    __slots__ = ("colour",)
+
     def __init__(self, colour: bool) -> None:
-        super().__init__()
         self.colour = colour
 
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = _PREFIX.get(record.levelno, record.levelname)
-        if self.colour and record.levelno in _COLOUR:
-            prefix = f"{_COLOUR[record.levelno]}{prefix}\x1b[0m"
-        return f"{prefix} {record.getMessage()}"
+    def __call__(self, level: int, name: str, message: str) -> None:
+        del name
+        prefix = _PREFIX.get(level, "")
+        # Asked per line: an instance's monitor moves stderr to a log file.
+        if self.colour and level in _COLOUR and sys.stderr.isatty():
+            prefix = f"{_COLOUR[level]}{prefix}\x1b[0m"
+        sys.stderr.write(f"{prefix} {message}\n")
+        sys.stderr.flush()
 
 
-_logger = logging.getLogger("capsa")
+_cli = report.getLogger("capsa.cli")
 
 
 def setup(level: int, colour: bool) -> None:
-    """Install the stderr handler once, at *level*."""
-    logging.addLevelName(VERBOSE, "VERBOSE")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_ApptainerFormatter(colour and sys.stderr.isatty()))
-    _logger.handlers[:] = [handler]
-    _logger.setLevel(level)
-    _logger.propagate = False
+    """Send reports of *level* and above to stderr."""
+    report.configure(level, _Stderr(colour))
 
 
 def info(msg: str) -> None:
-    _logger.info(msg)
+    _cli.info(msg)
 
 
 def verbose(msg: str) -> None:
-    _logger.log(VERBOSE, msg)
+    _cli.log(VERBOSE, msg)
 
 
 def warning(msg: str) -> None:
-    _logger.warning(msg)
+    _cli.warning(msg)
 
 
 def error(msg: str) -> None:
-    _logger.error(msg)
+    _cli.error(msg)
 
 
 def debug(msg: str) -> None:
-    _logger.debug(msg)
+    _cli.debug(msg)
 
 
 def fatal_line(msg: str) -> None:
     """Print the FATAL line; the caller then exits 255."""
-    if not _logger.handlers:
+    if not report.enabled(report.CRITICAL):
         setup(NORMAL, colour=False)
-    _logger.critical(msg)
+    _cli.critical(msg)
 
 
 def enabled(level: int) -> bool:
-    return _logger.isEnabledFor(level)
+    return report.enabled(level)

@@ -191,7 +191,21 @@ def _is_protected(body: bytes) -> bool:
     return body[end] != 0
 
 
+def _check_structure(packets: list[Packet]) -> None:
+    """A transferable key (RFC 4880 11.1): a user ID, and every user ID and
+    subkey followed by its signature.  A keyring cut short between packets
+    fails here rather than passing as a smaller key."""
+    if not any(p.tag == TAG_USER_ID for p in packets):
+        raise FormatError("OpenPGP key has no user ID (truncated keyring?)")
+    for packet, following in zip(packets, [*packets[1:], None], strict=True):
+        needs_signature = packet.tag in (TAG_USER_ID, TAG_PUBLIC_SUBKEY, TAG_SECRET_SUBKEY)
+        if needs_signature and (following is None or following.tag != TAG_SIGNATURE):
+            raise FormatError("OpenPGP key is incomplete: a user ID or subkey has no "
+                              "signature (truncated keyring?)")
+
+
 def _make_key(packets: list[Packet]) -> PgpKey:
+    _check_structure(packets)
     primary = packets[0]
     end, bits = _public_layout(primary.body)
     del end

@@ -14,12 +14,12 @@ signature over the same objects, and both verify.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from capsa import report
 from capsa.errors import NotFoundError, SignatureError, UsageError
 from capsa.integrity.digests import image_metadata
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from capsa.integrity.pgpkeys import PgpKey
     from capsa.sif.image import Descriptor, SifImage
 
-log = logging.getLogger("capsa.integrity")
+log = report.getLogger("capsa.integrity")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,9 @@ file name).  Pulled SIFs are cached by layer digest under ``cache/oras``."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
+from capsa import report
 from capsa.content import atomic_file, copy_atomic
 from capsa.digest import OCI_MANIFEST, SIF_CONFIG, SIF_LAYER, Descriptor, digest_hex, sha256_digest
 from capsa.errors import FormatError, NotFoundError
@@ -17,7 +17,7 @@ from capsa.oci.options import PullOptions
 from capsa.reference import parse_reference
 from capsa.registry import RegistryOptions, open_client
 
-log = logging.getLogger("capsa.oci.oras")
+log = report.getLogger("capsa.oci.oras")
 
 EMPTY_CONFIG = b"{}"
 TITLE = "org.opencontainers.image.title"

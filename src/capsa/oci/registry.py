@@ -4,13 +4,13 @@ several processes want it), through :mod:`capsa.registry`."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from capsa import report
 from capsa.content import ContentCache
 from capsa.digest import Descriptor, Platform, hasher_for
 from capsa.errors import DigestMismatchError, FormatError
@@ -20,7 +20,7 @@ from capsa.reference import parse_reference
 from capsa.registry import RegistryClient, RegistryOptions, ResolvedImage, open_client
 from capsa.rootfs.layers import LayerFile
 
-log = logging.getLogger("capsa.oci.registry")
+log = report.getLogger("capsa.oci.registry")
 
 MAX_PARALLEL = 4
 Progress = Callable[[str, int, int], None]

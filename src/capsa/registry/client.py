@@ -11,12 +11,12 @@ parallel with one client.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from capsa import report
 from capsa.digest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -54,7 +54,7 @@ from capsa.registry.manifest import (
 )
 from capsa.registry.transport import ConnectionLost, Request, Response, Transport
 
-log = logging.getLogger("capsa.registry")
+log = report.getLogger("capsa.registry")
 
 MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST])
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

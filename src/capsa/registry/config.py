@@ -13,17 +13,17 @@ what it is given.
 from __future__ import annotations
 
 import fnmatch
-import logging
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from capsa import report
 from capsa.errors import FormatError, UsageError
 from capsa.reference import DOCKER_HUB, Reference, normalise_host, split_host
 
-log = logging.getLogger("capsa.registry")
+log = report.getLogger("capsa.registry")
 
 SYSTEM_CONF = Path("/etc/containers/registries.conf")
 

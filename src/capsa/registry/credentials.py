@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import os
 import tempfile
 import urllib.parse
@@ -25,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from capsa import report
 from capsa.errors import FormatError, NotFoundError, ToolError
 
 if TYPE_CHECKING:
     from capsa.proc import Runner
 
-log = logging.getLogger("capsa.registry")
+log = report.getLogger("capsa.registry")
 
 # The key Docker (and Apptainer) use for Docker Hub in auth files.
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"

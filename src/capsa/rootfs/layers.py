@@ -20,7 +20,6 @@ sees a dangling link.
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import tarfile
 import zlib
@@ -29,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
+from capsa import report
 from capsa.errors import CapsaError, FormatError
 from capsa.rootfs.compression import Prefetcher
 
-log = logging.getLogger("capsa.rootfs.layers")
+log = report.getLogger("capsa.rootfs.layers")
 
 _BUF = 1 << 20
 _MAX_WARNINGS_PER_SOURCE = 8

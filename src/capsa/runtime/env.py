@@ -10,15 +10,15 @@ parser of ``export K=V`` lines stands in (:func:`apply_env_script`).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from capsa import report
 from capsa.errors import NotFoundError, UsageError
 from capsa.runtime.spec import DEFAULT_PATH, LIBS_DIR
 
-log = logging.getLogger("capsa.runtime.env")
+log = report.getLogger("capsa.runtime.env")
 
 _BLOCKED = ("PATH", "HOME", "LD_LIBRARY_PATH")
 _BLOCKED_PREFIXES = ("APPTAINER_", "SINGULARITY_", "APPTAINERENV_", "SINGULARITYENV_")

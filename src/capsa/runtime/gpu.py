@@ -43,7 +43,6 @@ subprocess machinery is imported only when a program must run.
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,12 +50,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
+from capsa import report
 from capsa.errors import ToolError, UsageError
 
 if TYPE_CHECKING:
     from capsa.proc import Runner
 
-log = logging.getLogger("capsa.runtime.gpu")
+log = report.getLogger("capsa.runtime.gpu")
 
 LIBS_DIR = "/.singularity.d/libs"
 BIN_DIR = "/usr/bin"

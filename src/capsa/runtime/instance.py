@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import os
 import pwd
 import re
@@ -25,9 +24,10 @@ import signal
 import time
 from typing import NamedTuple
 
+from capsa import report
 from capsa.errors import ContainerError, NotFoundError, UsageError
 
-log = logging.getLogger("capsa.runtime.instance")
+log = report.getLogger("capsa.runtime.instance")
 
 _NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 _MAX_STATE = 1 << 20

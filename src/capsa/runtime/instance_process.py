@@ -24,13 +24,12 @@ as for ``exec``.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
 import sys
 
-from capsa import linux
+from capsa import linux, report
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
 from capsa.runtime.instance import (
@@ -47,7 +46,7 @@ from capsa.runtime.mounts import resolve_in_root
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import Plan, Tree
 
-log = logging.getLogger("capsa.runtime.instance")
+log = report.getLogger("capsa.runtime.instance")
 
 STARTSCRIPT = "/.singularity.d/startscript"
 # Signals that end an instance whose init has no command left to forward them to.
@@ -180,9 +179,6 @@ def _detach(err_path: str, out_path: str) -> None:
     for fd, target in ((null, 0), (out, 1), (err, 2)):
         os.dup2(fd, target)
         os.close(fd)
-    for handler in logging.getLogger("capsa").handlers:  # no terminal colours in a file
-        if handler.formatter is not None and hasattr(handler.formatter, "colour"):
-            handler.formatter.colour = False
 
 
 def _run_instance(spec: ContainerSpec, plan: Plan, template: Instance, startscript: bool,

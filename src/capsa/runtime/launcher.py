@@ -19,13 +19,12 @@ With ``--pid`` the container is PID 1 of a new PID namespace and, unless
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
-from capsa import linux
+from capsa import linux, report
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
 from capsa.runtime.mounts import Session, find_program
@@ -35,7 +34,7 @@ from capsa.runtime.tree import NoTestScript, Plan, Tree
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-log = logging.getLogger("capsa.runtime.launcher")
+log = report.getLogger("capsa.runtime.launcher")
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
               signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGCHLD)

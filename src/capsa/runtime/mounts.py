@@ -8,16 +8,15 @@ extracted sandbox, and :meth:`Session.close` removes all of them.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import stat
 
-from capsa import linux
+from capsa import linux, report
 from capsa.errors import ContainerError, EnvironmentFailure
 from capsa.runtime.spec import ImageSpec, OverlaySpec
 
-log = logging.getLogger("capsa.runtime.mounts")
+log = report.getLogger("capsa.runtime.mounts")
 
 _SESSION_SIZE = "64m"
 _MAX_LINKS = 40

@@ -14,18 +14,17 @@ unmapped root):
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import NamedTuple
 
-from capsa import linux
+from capsa import linux, report
 from capsa.errors import ContainerError, NotFoundError
 from capsa.runtime import env as envmod
 from capsa.runtime.mounts import Session, resolve_in_root
 from capsa.runtime.passwd import group_text, passwd_text
 from capsa.runtime.spec import LIBS_DIR, ContainerSpec
 
-log = logging.getLogger("capsa.runtime.tree")
+log = report.getLogger("capsa.runtime.tree")
 
 _SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64",
                 "/proc", "/root", "/sbin", "/sys", "/usr", "/var")

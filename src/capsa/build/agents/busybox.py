@@ -6,15 +6,15 @@ The binary comes from the host (Debian's ``busybox-static``); a
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
+from capsa import report
 from capsa.build.agents import AgentContext, Base
 from capsa.deffile.model import Stage
 from capsa.errors import NotFoundError
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 _HOST_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\n"

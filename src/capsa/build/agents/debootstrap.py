@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
+from capsa import report
 from capsa.build.agents import AgentContext, Base
 from capsa.deffile.model import Stage
 from capsa.errors import EnvironmentFailure, UsageError
 from capsa.proc import require
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
+from capsa import report
 from capsa.build.agents import AgentContext, Base
 from capsa.build.sandbox import copy_tree, unpack_image
 from capsa.deffile.model import Stage
 from capsa.errors import CapsaError, NotFoundError, SignatureError, UsageError
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:

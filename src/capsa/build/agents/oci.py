@@ -3,15 +3,15 @@ pipeline (registry, cache, layer merge, ``/.singularity.d``), then unpacked."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
+from capsa import report
 from capsa.build.agents import AgentContext, Base
 from capsa.build.sandbox import unpack_image
 from capsa.deffile.model import Stage
 from capsa.errors import UsageError
 
-log = logging.getLogger("capsa.build")
+log = report.getLogger("capsa.build")
 
 
 def source_uri(stage: Stage) -> str:

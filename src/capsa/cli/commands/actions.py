@@ -287,11 +287,10 @@ def _resource_limits(args: argparse.Namespace) -> None:
              "memory_reservation", "pids_limit", "blkio_weight")
     asked = [n.replace("_", "-") for n in names if getattr(args, n) is not None]
     if asked:
-        import logging
+        from capsa.cli import log
 
-        logging.getLogger("capsa.cli.actions").warning(
-            "resource limits (--%s) are not applied: capsa does not manage cgroups",
-            ", --".join(asked))
+        log.warning(f"resource limits (--{', --'.join(asked)}) are not applied: "
+                    "capsa does not manage cgroups")
 
 
 def _shell_env() -> str | None:

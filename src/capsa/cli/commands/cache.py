@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import sys
 import time
 from datetime import datetime
 from typing import Any
 
+from capsa import report
+
 HELP = "Manage the local cache"
 
-log = logging.getLogger("capsa.cache")
+log = report.getLogger("capsa.cache")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

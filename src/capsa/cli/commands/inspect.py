@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
+
+from capsa import report
 
 HELP = "Show metadata for an image"
 
-log = logging.getLogger("capsa.cli.inspect")
+log = report.getLogger("capsa.cli.inspect")
 
 _SECTIONS = ("labels", "deffile", "helpfile", "runscript", "startscript", "test",
              "environment", "list_apps")

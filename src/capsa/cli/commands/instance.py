@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
+from capsa import report
 from capsa.cli.commands import actions
 from capsa.errors import ContainerError, NotFoundError, UsageError
 
 HELP = "Manage containers running as services"
 
-log = logging.getLogger("capsa.cli.instance")
+log = report.getLogger("capsa.cli.instance")
 
 _PREFIX = "instance://"
 

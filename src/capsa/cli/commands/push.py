@@ -23,8 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
+    from capsa.cli import log
     from capsa.cli.commands.pull import registry_options
     from capsa.errors import UsageError
     from capsa.oci.oras import push_oras
@@ -33,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     if not sep or scheme != "oras":
         raise UsageError(f"unsupported transport type: {args.uri} (push supports oras://)")
     push_oras(Path(args.image), rest, registry_options(args))
-    logging.getLogger("capsa.push").info("Upload complete")
+    log.info("Upload complete")
     return 0
