@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -66,6 +65,8 @@ def program_name(argv0: str | None = None) -> str:
 
 
 def available_commands() -> list[str]:
+    import importlib.util  # only for --help: find_spec costs ~2 ms at startup
+
     return sorted(
         name
         for name, module in COMMANDS.items()
@@ -75,9 +76,15 @@ def available_commands() -> list[str]:
 
 def load_command(name: str) -> ModuleType:
     module = COMMANDS.get(name)
-    if module is None or importlib.util.find_spec(f"capsa.cli.commands.{module}") is None:
-        raise UsageError(f"unknown command \"{name}\" for \"{program_name()}\"")
-    return importlib.import_module(f"capsa.cli.commands.{module}")
+    qualified = f"capsa.cli.commands.{module}"
+    try:
+        if module is None:
+            raise ModuleNotFoundError(name=qualified)
+        return importlib.import_module(qualified)
+    except ModuleNotFoundError as err:
+        if err.name != qualified:
+            raise  # a module the command needs is missing: not an unknown command
+        raise UsageError(f"unknown command \"{name}\" for \"{program_name()}\"") from None
 
 
 def usage_text() -> str:
