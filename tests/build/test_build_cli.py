@@ -165,6 +165,8 @@ From: {ref}
     assert "org.capsa.test: busybox" in labels.stdout, labels
     listing = sif_listing(scratch / "img.sif")
     assert listing["/bin/busybox"] == ("-rwxr-xr-x", "0/0")
+    objects = any_capsa("sif", "list", "img.sif", cwd=scratch)
+    assert objects.stdout.count("JSON.Generic") == 2, objects  # inspect-metadata, oci-config
     assert listing["/marker"] == ("-rw-r--r--", "0/0")
 
 
@@ -304,6 +306,8 @@ def test_existing_target(any_capsa: Capsa, build_images: BuildImages, scratch: P
     ("Bootstrap: nosuchagent\n", "invalid build agent"),
     ("Bootstrap: localimage\nFrom: /does/not/exist.sif\n", "unable to find image"),
     ("Bootstrap: scratch\n%files\n  /does/not/exist\n", "no files match"),
+    ("Bootstrap: scratch\n%setup\n  exit 4\n", "%setup failed: exit status 4"),
+    ("Bootstrap: busybox\n%post\n  exit 5\n", "while running %post: exit status 5"),
 ])
 def test_bad_definitions(capsa: Capsa, scratch: Path, text: str, message: str) -> None:
     definition = _write_def(scratch, text)
@@ -666,3 +670,34 @@ def test_nv_reaches_post_with_a_fake_driver(capsa: Capsa, build_images: BuildIma
     result = capsa("build", "--nv", "-T", "-s", "gpu", str(definition), cwd=scratch, env=env)
     assert result.returncode == 0, result
     assert "libcuda.so.1" in (scratch / "gpu/libs-seen-in-post").read_text(), result
+
+
+def test_build_arg_file(capsa: Capsa, build_images: BuildImages, scratch: Path) -> None:
+    args = scratch / "args.env"
+    args.write_text("# comment\nWHO=from-file\nWHAT=overridden\n")
+    definition = _write_def(scratch, f"""\
+Bootstrap: localimage
+From: {build_images.sif}
+
+%runscript
+    echo "{{{{ WHO }}}} {{{{ WHAT }}}}"
+""")
+    result = capsa("build", "--build-arg-file", str(args), "--build-arg", "WHAT=cli",
+                   "args.sif", str(definition), cwd=scratch, env=_env(scratch))
+    assert result.returncode == 0, result
+    assert capsa("run", "args.sif", cwd=scratch).stdout == "from-file cli\n"
+
+
+def test_build_from_oras(capsa: Capsa, build_images: BuildImages, scratch: Path) -> None:
+    ref = build_images.ref("test/busybox-sif:latest").replace("docker://", "oras://")
+    pushed = capsa("push", "--no-https", str(build_images.sif), ref, cwd=scratch)
+    assert pushed.returncode == 0, pushed
+    result = capsa("build", "--no-https", "-s", "box", ref, cwd=scratch, env=_env(scratch))
+    assert result.returncode == 0, result
+    assert (scratch / "box/bin/busybox").is_file()
+    definition = _write_def(scratch, f"Bootstrap: oras\nFrom: {ref.removeprefix('oras://')}\n"
+                                     "%post\n    touch /oras-post\n")
+    built = capsa("build", "--no-https", "oras.sif", str(definition), cwd=scratch,
+                  env=_env(scratch))
+    assert built.returncode == 0, built
+    assert capsa("exec", "oras.sif", "ls", "/oras-post", cwd=scratch).returncode == 0

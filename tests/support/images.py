@@ -82,8 +82,8 @@ def make_squashfs(rootfs: Path, dest: Path) -> Path:
 
 def make_sif(squashfs: Path, dest: Path, *, arch: str | None = None,
              with_partition: bool = True) -> Path:
+    from capsa import sif as sif_image
     from capsa.sif import format as sif_format
-    from capsa.sif import image as sif_image
 
     objects = [sif_image.NewObject(sif_format.DataType.DEFFILE, data=DEFFILE.encode()),
                sif_image.NewObject(sif_format.DataType.LABELS,

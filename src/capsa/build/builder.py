@@ -67,11 +67,11 @@ def build(definition: Definition, dest: Path, options: BuildOptions) -> None:
     with _workdir(options.tmpdir) as work:
         rootfs = _final_rootfs(dest, work, options)
         try:
-            _build_stages(definition, rootfs, work, options)
+            base = _build_stages(definition, rootfs, work, options)
             if options.sandbox:
                 _install_sandbox(rootfs, dest)
             else:
-                _write_sif(definition, rootfs, dest, work, options)
+                _write_sif(definition, rootfs, dest, work, options, base.oci_config)
         finally:
             remove_tree(rootfs)
     log.info("Build complete: %s", dest)
@@ -123,8 +123,10 @@ def _final_rootfs(dest: Path, work: Path, options: BuildOptions) -> Path:
 
 
 def _build_stages(definition: Definition, final_rootfs: Path, work: Path,
-                  options: BuildOptions, *, update: bool = False) -> None:
+                  options: BuildOptions, *, update: bool = False) -> agents.Base:
+    """Every stage in order; the base of the last one."""
     roots: dict[str, Path] = {}
+    base = agents.Base()
     count = len(definition.stages)
     for index, stage in enumerate(definition.stages):
         last = index == count - 1
@@ -132,17 +134,19 @@ def _build_stages(definition: Definition, final_rootfs: Path, work: Path,
         rootfs.mkdir(exist_ok=True)
         if count > 1:
             log.info("Build stage %s", stage.name or index + 1)
-        _build_stage(definition, stage, rootfs, roots, work, options,
-                     skip_bootstrap=update and last)
+        base = _build_stage(definition, stage, rootfs, roots, work, options,
+                            skip_bootstrap=update and last)
         if stage.name:
             roots[stage.name] = rootfs
     if not options.notest and options.wants("test") and definition.final.script(
             "test").body.strip():
         run_test(final_rootfs, options.container)
+    return base
 
 
 def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict[str, Path],
-                 work: Path, options: BuildOptions, *, skip_bootstrap: bool = False) -> None:
+                 work: Path, options: BuildOptions, *, skip_bootstrap: bool = False
+                 ) -> agents.Base:
     if skip_bootstrap:
         base = agents.Base(name=str(rootfs), has_metadata=True)
     else:
@@ -167,6 +171,7 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         apps.write_metadata(app, rootfs)
     write_metadata(stage, rootfs, base, definition, phase="final", arch=_arch(options),
                    sections=options.sections)
+    return base
 
 
 def _arch(options: BuildOptions) -> str:
@@ -222,7 +227,7 @@ def _install_sandbox(rootfs: Path, dest: Path) -> None:
 
 
 def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
-               options: BuildOptions) -> None:
+               options: BuildOptions, oci_config: bytes = b"") -> None:
     from capsa.sif import DataType, FSType, NewObject, PartType, create, sif_arch
 
     log.info("Creating SIF file...")
@@ -233,6 +238,8 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
         NewObject(DataType.DEFFILE, data=(definition.text or definition.raw).encode()),
         NewObject(DataType.GENERIC_JSON, data=_inspect_metadata(rootfs),
                   name="inspect-metadata.json"),
+        *([NewObject(DataType.GENERIC_JSON, data=oci_config, name="oci-config.json")]
+          if oci_config else []),
         NewObject(DataType.PARTITION, path=str(squashfs), fs_type=FSType.SQUASHFS,
                   part_type=PartType.PRIMSYS, arch=sif_arch(arch)),
     ]

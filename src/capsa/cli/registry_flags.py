@@ -68,16 +68,19 @@ def add_registry_flags(parser: argparse.ArgumentParser, *, login: bool = True) -
         parser.add_argument("--docker-password", help=argparse.SUPPRESS)
 
 
-def _prompt_credentials() -> Credentials:
+def _prompt_credentials(username: str | None) -> Credentials:
+    """Ask for the password, and for the username unless one was given (as
+    Apptainer does for ``--docker-login``)."""
     import getpass
 
     from capsa.registry import Credentials
 
     if not sys.stdin.isatty():
         raise UsageError("--docker-login needs a terminal to ask for the username and password")
-    sys.stderr.write("Enter Docker Username: ")
-    sys.stderr.flush()
-    username = sys.stdin.readline().strip()
+    if not username:
+        sys.stderr.write("Enter Docker Username: ")
+        sys.stderr.flush()
+        username = sys.stdin.readline().strip()
     password = getpass.getpass("Enter Docker Password: ")
     return Credentials(username, password)
 
@@ -89,9 +92,10 @@ def explicit_credentials(args: argparse.Namespace,
     username = getattr(args, "docker_username", None) or env_value(env, "DOCKER_USERNAME")
     password = getattr(args, "docker_password", None) or env_value(env, "DOCKER_PASSWORD")
     if getattr(args, "docker_login", False) or env_flag(env, "DOCKER_LOGIN"):
-        return _prompt_credentials()
+        return _prompt_credentials(username)
     if username:
-        return Credentials(username, password or "")
+        # a username alone is no credential (Apptainer wants both): anonymous
+        return Credentials(username, password) if password is not None else None
     if password:
         raise UsageError("a docker password was given without a username "
                          "(set APPTAINER_DOCKER_USERNAME too)")

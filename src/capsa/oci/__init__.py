@@ -5,17 +5,14 @@ first, each with the digest and size to check while it is read."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from capsa.digest import (
-    DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     INDEX_TYPES,
     MANIFEST_TYPES,
-    OCI_CONFIG,
     OCI_LAYER,
     OCI_LAYER_GZIP,
     OCI_LAYER_ZSTD,
@@ -23,6 +20,8 @@ from capsa.digest import (
     Platform,
 )
 from capsa.errors import FormatError, NotFoundError
+from capsa.registry.manifest import IMAGE_CONFIG_TYPES as CONFIG_TYPES
+from capsa.registry.manifest import MAX_MANIFEST_SIZE, json_object
 from capsa.rootfs.layers import LayerFile
 
 LAYER_TYPES = frozenset({
@@ -33,8 +32,7 @@ LAYER_TYPES = frozenset({
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.diff.tar",
 })
-CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
-MAX_JSON = 4 << 20  # manifests, indexes and configs are small; refuse giants
+MAX_JSON = MAX_MANIFEST_SIZE  # manifests, indexes and configs are small; refuse giants
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +55,7 @@ class ImageContent:
 def parse_json(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_JSON:
         raise FormatError(f"{what} is too large ({len(data)} bytes)")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise FormatError(f"{what} is not valid JSON: {err}") from err
-    if not isinstance(doc, dict):
-        raise FormatError(f"{what} is not a JSON object")
-    return doc
+    return json_object(data, what)
 
 
 def descriptor_from(doc: Any, what: str) -> Descriptor:

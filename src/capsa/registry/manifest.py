@@ -111,6 +111,11 @@ class Index:
 def load_json(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_MANIFEST_SIZE:
         raise FormatError(f"{what} is larger than {MAX_MANIFEST_SIZE} bytes")
+    return json_object(data, what)
+
+
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """*data* parsed, if it is one JSON object (the caller bounds its size)."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:

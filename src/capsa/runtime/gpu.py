@@ -52,17 +52,16 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from capsa import report
 from capsa.errors import ToolError, UsageError
+from capsa.runtime.spec import DEFAULT_PATH, LIBS_DIR
 
 if TYPE_CHECKING:
     from capsa.proc import Runner
 
 log = report.getLogger("capsa.runtime.gpu")
 
-LIBS_DIR = "/.singularity.d/libs"
 BIN_DIR = "/usr/bin"
 SITE_CONF_DIR = "/etc/capsa"
 PERSISTENCED_SOCKET = "/var/run/nvidia-persistenced/socket"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VENDORS = ("nv", "nvccli", "rocm")
 # Apptainer names the platform "nv" for both NVIDIA modes in its warnings.
 _PLATFORM = {"nv": "nv", "nvccli": "nv", "rocm": "rocm"}

@@ -41,7 +41,14 @@ from capsa.runtime.instance import (
     user_name,
     write_state,
 )
-from capsa.runtime.launcher import _FORWARDED, _exec, _monitor, launch
+from capsa.runtime.launcher import (
+    _FORWARDED,
+    _exec,
+    _monitor,
+    enter_tree,
+    launch,
+    spawn_command,
+)
 from capsa.runtime.mounts import resolve_in_root
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import Plan, Tree
@@ -143,8 +150,6 @@ def _monitor_main(spec: ContainerSpec, template: Instance, startscript: bool, no
         code = launch(spec, runner)
     except ContainerError as err:
         log.critical("%s", err)
-    except OSError as err:
-        log.critical("instance setup failed: %s", err)
     except BaseException as err:
         log.critical("instance setup failed: %s", err)
     finally:
@@ -244,40 +249,18 @@ def _container(spec: ContainerSpec, plan: Plan, ready: int) -> None:
     """Pivot into the tree, start the command, say ready, then be init."""
     code = 255
     try:
-        linux.set_parent_death_signal(signal.SIGKILL)
-        linux.unshare(linux.CLONE_NEWNS)
-        if plan.mount_proc:
-            linux.mount("proc", plan.root + "/proc", "proc",
-                        linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-        linux.pivot_root(plan.root)
-        os.chdir(plan.cwd)
-        linux.set_no_new_privs()
-        main = _spawn(spec, plan) if plan.argv else 0
+        enter_tree(plan)
+        main = spawn_command(spec, plan) if plan.argv else 0
         os.write(ready, b"1")
         os.close(ready)
         code = _init(main)
     except ContainerError as err:
         log.critical("%s", err)
-    except OSError as err:
-        log.critical("container setup failed: %s", err)
     except BaseException as err:
         log.critical("container setup failed: %s", err)
     finally:
         sys.stderr.flush()
         os._exit(code)
-
-
-def _spawn(spec: ContainerSpec, plan: Plan) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the instance's command
-        try:
-            _exec(spec, plan)
-        except BaseException as err:
-            log.critical("%s", err)
-        finally:
-            sys.stderr.flush()
-            os._exit(255)
-    return pid
 
 
 def _init(main: int) -> int:

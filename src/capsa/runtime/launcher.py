@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from capsa import linux, report
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
-from capsa.runtime.mounts import Session, find_program
+from capsa.runtime.mounts import Session, find_program, session_tmpdir
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import NoTestScript, Plan, Tree
 
@@ -63,7 +63,7 @@ def launch(spec: ContainerSpec,
     *runner* replaces the default process start once the tree is built
     (instances start their own way, see :mod:`capsa.runtime.instance_process`)."""
     rootless = os.geteuid() != 0
-    session = Session(_tmpdir(), rootless=rootless)
+    session = Session(session_tmpdir(), rootless=rootless)
     try:
         lower = _prepare_image(session, spec, rootless)
         _enter_namespaces(spec, rootless)
@@ -81,14 +81,6 @@ def launch(spec: ContainerSpec,
         return (runner or _run)(spec, plan)
     finally:
         session.close()
-
-
-def _tmpdir() -> str:
-    for name in ("APPTAINER_TMPDIR", "TMPDIR"):
-        value = os.environ.get(name)
-        if value and os.path.isdir(value):
-            return value
-    return "/tmp"
 
 
 def _prepare_image(session: Session, spec: ContainerSpec, rootless: bool) -> str | None:
@@ -230,22 +222,13 @@ def _container(spec: ContainerSpec, plan: Plan) -> None:
     """In the fork: private mounts, pivot, then exec (never returns)."""
     code = 255
     try:
-        linux.set_parent_death_signal(signal.SIGKILL)
-        linux.unshare(linux.CLONE_NEWNS)
-        if plan.mount_proc:
-            linux.mount("proc", plan.root + "/proc", "proc",
-                        linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-        linux.pivot_root(plan.root)
-        os.chdir(plan.cwd)
-        linux.set_no_new_privs()
+        enter_tree(plan)
         if spec.pid_ns and not spec.no_init:
             code = _init(spec, plan)
         else:
             _exec(spec, plan)
     except ContainerError as err:
         log.critical("%s", err)
-    except OSError as err:
-        log.critical("container setup failed: %s", err)
     except BaseException as err:
         log.critical("container setup failed: %s", err)
     finally:
@@ -253,17 +236,37 @@ def _container(spec: ContainerSpec, plan: Plan) -> None:
         os._exit(code)
 
 
+def enter_tree(plan: Plan) -> None:
+    """In the container's first process (``capsa exec``'s and an instance's):
+    die with the parent, private mounts, ``/proc``, pivot into the tree, its
+    working directory, no new privileges."""
+    linux.set_parent_death_signal(signal.SIGKILL)
+    linux.unshare(linux.CLONE_NEWNS)
+    if plan.mount_proc:
+        linux.mount("proc", plan.root + "/proc", "proc",
+                    linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    linux.pivot_root(plan.root)
+    os.chdir(plan.cwd)
+    linux.set_no_new_privs()
+
+
 def _init(spec: ContainerSpec, plan: Plan) -> int:
     """PID 1 of the container: run the command, reap, forward signals."""
+    return _monitor(spawn_command(spec, plan))
+
+
+def spawn_command(spec: ContainerSpec, plan: Plan) -> int:
+    """Fork a child that execs the container's command; its PID."""
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # pragma: no cover - the container's command
         try:
             _exec(spec, plan)
         except BaseException as err:
             log.critical("%s", err)
         finally:
+            sys.stderr.flush()
             os._exit(255)
-    return _monitor(pid)
+    return pid
 
 
 def _exec(spec: ContainerSpec, plan: Plan) -> None:

@@ -13,7 +13,7 @@ import marshal
 import os
 
 from capsa.errors import ContainerError
-from capsa.runtime.mounts import Session, resolve_in_root
+from capsa.runtime.mounts import Session, resolve_in_root, session_tmpdir
 from capsa.runtime.spec import ImageSpec
 
 _MAX_FILE = 1 << 20
@@ -94,7 +94,7 @@ def _read_mounted(image: ImageSpec, rootless: bool) -> dict[str, bytes]:
 def _mount_and_collect(image: ImageSpec, rootless: bool) -> dict[str, bytes]:
     from capsa import linux
 
-    session = Session(_tmpdir(), rootless=rootless)
+    session = Session(session_tmpdir(), rootless=rootless)
     try:
         if rootless:
             uid, gid = os.geteuid(), os.getegid()
@@ -114,7 +114,7 @@ def _mount_and_collect(image: ImageSpec, rootless: bool) -> dict[str, bytes]:
 
 
 def _read_extracted(image: ImageSpec) -> dict[str, bytes]:
-    session = Session(_tmpdir(), rootless=os.geteuid() != 0)
+    session = Session(session_tmpdir(), rootless=os.geteuid() != 0)
     try:
         from capsa.runtime.mounts import which_or_fail
 
@@ -123,11 +123,3 @@ def _read_extracted(image: ImageSpec) -> dict[str, bytes]:
         return collect(root)
     finally:
         session.close()
-
-
-def _tmpdir() -> str:
-    for name in ("APPTAINER_TMPDIR", "TMPDIR"):
-        value = os.environ.get(name)
-        if value and os.path.isdir(value):
-            return value
-    return "/tmp"

@@ -52,6 +52,16 @@ def resolve_in_root(root: str, path: str) -> str:
     return "/" + "/".join(done)
 
 
+def session_tmpdir() -> str:
+    """Where a session keeps its scratch: ``APPTAINER_TMPDIR``, ``TMPDIR``
+    (when they name a directory), else ``/tmp``."""
+    for name in ("APPTAINER_TMPDIR", "TMPDIR"):
+        value = os.environ.get(name)
+        if value and os.path.isdir(value):
+            return value
+    return "/tmp"
+
+
 class Session:
     """The session directory and everything mounted or started for one run."""
 

@@ -386,29 +386,6 @@ def _check_descriptors(h: Header, descriptors: list[Descriptor], file_size: int)
             f"the table has {len(descriptors)}")
 
 
-# Writing is its own module, loaded only when asked for (``capsa sif list`` and
-# the exec path never write); re-exported here so callers need only this one.
-_WRITER_NAMES = frozenset({"NewObject", "add_objects", "create", "delete_object", "set_primary"})
-
-if TYPE_CHECKING:
-    from capsa.sif.writer import NewObject, add_objects, create, delete_object, set_primary
-
-
-def __getattr__(name: str) -> object:
-    if name in _WRITER_NAMES:
-        from capsa.sif import writer
-
-        return getattr(writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "Descriptor",
-    "Header",
-    "NewObject",
-    "SifImage",
-    "add_objects",
-    "create",
-    "delete_object",
-    "set_primary",
-]
+# Writing is its own module (capsa.sif.writer), loaded only when asked for:
+# ``capsa.sif`` re-exports both.
+__all__ = ["Descriptor", "Header", "SifImage"]

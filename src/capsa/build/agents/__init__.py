@@ -21,6 +21,7 @@ AGENTS: dict[str, str] = {
     "oci": "oci",
     "oci-archive": "oci",
     "docker-archive": "oci",
+    "oras": "oci",
     "localimage": "localimage",
     "scratch": "scratch",
     "busybox": "busybox",
@@ -45,6 +46,7 @@ class Base:
     name: str = ""
     digest: str = ""
     has_metadata: bool = False
+    oci_config: bytes = b""         # the base's oci-config.json, carried into the SIF
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:

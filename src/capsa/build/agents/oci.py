@@ -1,5 +1,6 @@
-"""``Bootstrap: docker|oci|oci-archive|docker-archive``: through the pull
-pipeline (registry, cache, layer merge, ``/.singularity.d``), then unpacked."""
+"""``Bootstrap: docker|oci|oci-archive|docker-archive|oras``: through the
+pull pipeline (registry, cache, layer merge, ``/.singularity.d``; a SIF
+artifact as it is for ``oras``), then unpacked."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def source_uri(stage: Stage) -> str:
         raise UsageError(f"Bootstrap: {stage.bootstrap} needs a From: image")
     agent = stage.bootstrap
     source = source.removeprefix(f"{agent}:").removeprefix("//")  # From: docker://x
+    if agent == "oras":
+        return f"oras://{source}"
     if agent != "docker":
         return f"{agent}:{source}"
     parts = [p.strip("/") for p in (stage.get("registry"), stage.get("namespace")) if p]
@@ -40,6 +43,19 @@ def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
         digest = pull(uri, image, context.pull).manifest_digest or ""
     log.info("Extracting OCI image...")
     unpack_image(image, rootfs, context.runner)
+    config = _oci_config(image)
     if image.parent == context.work:
         image.unlink()
-    return Base(name=uri, digest=digest, has_metadata=True)
+    return Base(name=uri, digest=digest, has_metadata=(rootfs / ".singularity.d").is_dir(),
+                oci_config=config)
+
+
+def _oci_config(image: Path) -> bytes:
+    """The ``oci-config.json`` object the pull wrote, if any."""
+    from capsa.sif import DataType, SifImage
+
+    with SifImage.open(image) as sif:
+        for descriptor in sif.select(data_type=DataType.GENERIC_JSON):
+            if descriptor.name == "oci-config.json" and descriptor.size <= 1 << 20:
+                return sif.read(descriptor)
+    return b""

@@ -29,6 +29,8 @@ _ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writa
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from capsa.cli.registry_flags import add_registry_flags
+
     add = parser.add_argument
     add("-B", "--bind", action="append", default=[], metavar="SPEC",
         help="bind a host path: src[:dest[:ro|rw]], repeatable, comma lists")
@@ -76,9 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for limit in ("--cpus", "--cpu-shares", "--cpuset-cpus", "--memory", "--memory-swap",
                   "--memory-reservation", "--pids-limit", "--blkio-weight"):
         add(limit, metavar="VALUE", help=argparse.SUPPRESS)
-    add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
-    add("--docker-login", action="store_true", help="log in to the registry interactively")
-    add("--authfile", metavar="FILE", help="registry credentials file")
+    add_registry_flags(parser)
     add("--require-signed", metavar="KEYRING",
         help="refuse images not signed by a key of KEYRING (OpenPGP keyring or PEM key)")
     add("image", help="SIF file, sandbox directory, or docker://, oras:// ... URI")
@@ -170,7 +170,7 @@ def _pull_uri(args: argparse.Namespace) -> str | None:
     temporary SIF and return its path, for removal after the run."""
     from pathlib import Path
 
-    from capsa.cli.commands.pull import registry_options
+    from capsa.cli.registry_flags import registry_options
     from capsa.content import ContentCache, default_cache_root
     from capsa.errors import EnvironmentFailure
     from capsa.pull import PullOptions, cached_image, pull, split_uri

@@ -11,10 +11,12 @@ from typing import Any
 
 HELP = "Build an Apptainer image"
 
-_URI_SCHEMES = ("docker", "oci", "oci-archive", "docker-archive")
+_URI_SCHEMES = ("docker", "oci", "oci-archive", "docker-archive", "oras")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from capsa.cli.registry_flags import add_registry_flags
+
     parser.usage = "%(prog)s [build options...] <image path> <build spec>"
     add = parser.add_argument
     add("dest", metavar="IMAGE_PATH", help="the SIF file or sandbox directory to write")
@@ -46,14 +48,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="additional options for squashfs creation (-comp gzip...)")
     add("--disable-cache", action="store_true", default=_env_flag("DISABLE_CACHE"),
         help="do not use or create cached images/blobs")
-    add("--no-https", "--nohttps", dest="no_https", action="store_true",
-        help="use http instead of https for docker:// registries")
     add("--tmpdir", help="where the build's temporary files go")
     add("--arch", help="architecture to pull and to record in the SIF")
     add("--arch-variant", default="", help="architecture variant")
     add("--platform", help="platform to pull (os/arch[/variant])")
-    add("--authfile", help="docker-style authentication file to use")
-    add("--docker-login", action="store_true", help="login to a Docker Repository interactively")
+    add_registry_flags(parser)
     add("--fix-perms", action="store_true",
         help="give the owner rwx on directories and rw on files of the base image")
     add("--library", default="", help=argparse.SUPPRESS)
@@ -206,26 +205,22 @@ def definition_for(spec: str, values: dict[str, str], warn_unused: bool) -> Any:
     (``Bootstrap: docker``/``localimage``) for a URI or an image."""
     from capsa.cli import log
     from capsa.deffile.parser import check_buildable, parse
-    from capsa.errors import NotFoundError, UsageError
+    from capsa.errors import FormatError, NotFoundError, UsageError
 
     text = _spec_as_definition(spec)
     if text is None:
         from capsa.build.builder import copy_definition_text
 
         if not os.path.exists(spec):
-            raise NotFoundError(f"unable to build from {spec}: no such file or directory")
+            raise NotFoundError(f"Unable to build from {spec}: no such file or directory")
         text = copy_definition_text(Path(spec))
     elif values:
         raise UsageError("--build-arg is only meaningful with a definition file")
     try:
         definition = parse(text, values)
-    except Exception as err:
-        from capsa.errors import FormatError
-
-        if isinstance(err, FormatError):
-            raise FormatError(f"Unable to build from {spec}: {err}") from err
-        raise
-    check_buildable(definition)
+        check_buildable(definition)
+    except FormatError as err:
+        raise FormatError(f"Unable to build from {spec}: {err}") from err
     unused = sorted(set(values) - definition.used_args)
     if unused:
         message = f"unused build args: {', '.join(unused)}"
@@ -240,7 +235,7 @@ def _spec_as_definition(spec: str) -> str | None:
     if sep and scheme in _URI_SCHEMES:
         source = rest[2:] if rest.startswith("//") else rest
         return f"Bootstrap: {scheme}\nFrom: {source}\n"
-    if sep and scheme in ("library", "shub", "oras", "http", "https"):
+    if sep and scheme in ("library", "shub", "http", "https"):
         from capsa.errors import UsageError
 
         raise UsageError(f"unsupported build source {spec}: pull it first, then build from "
@@ -283,7 +278,8 @@ def _verbosity(args: argparse.Namespace) -> list[str]:
 def build_options(args: argparse.Namespace) -> Any:
     from capsa.build.builder import BuildOptions
     from capsa.build.scripts import ContainerOptions
-    from capsa.cli.commands.pull import _usable_cache, platform_of, registry_options
+    from capsa.cli.commands.pull import _usable_cache, platform_of
+    from capsa.cli.registry_flags import registry_options
     from capsa.content import ContentCache, default_cache_root
     from capsa.pull import PullOptions
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args

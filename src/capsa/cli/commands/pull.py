@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# ``build`` takes the registry options from here too: re-exported explicitly
+from capsa.cli.registry_flags import add_registry_flags, env_flag, env_value
+from capsa.cli.registry_flags import registry_options as registry_options
+
 HELP = "Pull an image from a URI"
 
 _USAGE_URIS = "docker://, oci:, oci-archive:, docker-archive:, oras://"
@@ -26,12 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", help="architecture to pull from the registry")
     parser.add_argument("--arch-variant", default="", help="architecture variant")
     parser.add_argument("--platform", help="platform to pull (os/arch[/variant])")
-    parser.add_argument("--no-https", "--nohttps", dest="no_https", action="store_true",
-                        help="use http instead of https for docker:// registries")
+    add_registry_flags(parser)
     parser.add_argument("--tmpdir", help="specify a temporary directory to use for build")
-    parser.add_argument("--authfile", help="docker-style authentication file to use")
-    parser.add_argument("--docker-login", action="store_true",
-                        help="login to a Docker Repository interactively")
     parser.add_argument("--mksquashfs-args", default=_env("MKSQUASHFS_ARGS") or "",
                         help="additional options for squashfs creation (-comp gzip...)")
     parser.add_argument("-U", "--allow-unsigned", action="store_true",
@@ -40,16 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _env(name: str) -> str | None:
-    for prefix in ("APPTAINER_", "SINGULARITY_"):
-        value = os.environ.get(prefix + name)
-        if value is not None:
-            return value
-    return None
+    return env_value(os.environ, name)
 
 
 def _env_flag(name: str) -> bool:
-    value = _env(name)
-    return value is not None and value.lower() not in ("", "0", "false", "no")
+    return env_flag(os.environ, name)
 
 
 def default_name(uri: str) -> str:
@@ -99,34 +94,6 @@ def platform_of(args: argparse.Namespace) -> Any:
 # Apptainer's --arch names for variants (``arm32v7`` is ``arm/v7``).
 _APPTAINER_ARCHES = {"arm32v5": ("arm", "v5"), "arm32v6": ("arm", "v6"),
                      "arm32v7": ("arm", "v7"), "arm64v8": ("arm64", "v8")}
-
-
-def credentials_of(args: argparse.Namespace) -> Any:
-    from capsa.registry import Credentials
-
-    if args.docker_login:
-        import getpass
-
-        login = _env("DOCKER_USERNAME") or input("Enter Docker Username: ")
-        return Credentials(login, getpass.getpass("Enter Docker Password: "))
-    user, password = _env("DOCKER_USERNAME"), _env("DOCKER_PASSWORD")
-    if user and password is not None:
-        return Credentials(user, password)
-    return None
-
-
-def registry_options(args: argparse.Namespace) -> Any:
-    from capsa.registry import RegistryOptions
-    from capsa.registry.config import default_paths
-
-    home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
-    return RegistryOptions(
-        no_https=args.no_https or _env_flag("NOHTTPS") or _env_flag("NO_HTTPS"),
-        credentials=credentials_of(args),
-        authfile=Path(args.authfile) if args.authfile else None,
-        home=home,
-        registries_conf=tuple(default_paths(home, os.environ)),
-    )
 
 
 def tmpdir_of(args: argparse.Namespace) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from capsa.cli.registry_flags import add_registry_flags, registry_options
+
 HELP = "Upload image to the provided URI"
 
 
@@ -12,11 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s [push options...] <image> oras://<registry>/<name>[:tag]"
     parser.add_argument("image", help="the SIF file to upload")
     parser.add_argument("uri", help="oras://registry/name[:tag]")
-    parser.add_argument("--no-https", "--nohttps", dest="no_https", action="store_true",
-                        help="use http instead of https for the registry")
-    parser.add_argument("--authfile", help="docker-style authentication file to use")
-    parser.add_argument("--docker-login", action="store_true",
-                        help="login to the registry interactively")
+    add_registry_flags(parser)
     parser.add_argument("-U", "--allow-unsigned", action="store_true",
                         help="do not require a signed container image (accepted, no effect)")
     parser.add_argument("-D", "--description", default="", help="(library only; ignored)")
@@ -24,7 +22,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capsa.cli import log
-    from capsa.cli.commands.pull import registry_options
     from capsa.errors import UsageError
     from capsa.oci.oras import push_oras
 

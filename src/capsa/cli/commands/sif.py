@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from capsa.cli.sif_args import int32, integer, uint32
 from capsa.errors import UsageError
 
 if TYPE_CHECKING:
@@ -37,33 +38,6 @@ _PARTFS_HELP = "partition filesystem (partitions, required): " + _choices(
 _PARTARCH_HELP = "partition CPU architecture (partitions, required): " + _choices(_PART_ARCHES)
 _SIGNHASH_HELP = "hash of the signature (signatures, required): " + _choices(
     ["SHA-256", "SHA-384", "SHA-512", "BLAKE2s-256", "BLAKE2b-256"])
-
-
-def _uint32(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
-    if not 0 <= value <= 0xFFFF_FFFF:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: out of range")
-    return value
-
-
-def _int32(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
-    if not -(1 << 31) <= value < 1 << 31:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: out of range")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
 
 
 # sub-command -> (takes an object ID, one-line help, description)
@@ -99,7 +73,7 @@ def _subparser(prog: str, name: str) -> argparse.ArgumentParser:
     takes_id, _, description = _SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"{prog} {name}", description=description)
     if takes_id:
-        parser.add_argument("id", type=_uint32)
+        parser.add_argument("id", type=uint32)
     parser.add_argument("sif_path")
     if name == "add":
         parser.add_argument("object_path")
@@ -120,22 +94,22 @@ def parse(prog: str, argv: list[str]) -> argparse.Namespace:
 
 
 def _add_flags(add: argparse.ArgumentParser) -> None:
-    add.add_argument("--datatype", type=_int, default=0, help=_DATATYPE_HELP)
-    add.add_argument("--parttype", type=_int32, default=0, help=_PARTTYPE_HELP)
-    add.add_argument("--partfs", type=_int32, default=0, help=_PARTFS_HELP)
-    add.add_argument("--partarch", type=_int32, default=0, help=_PARTARCH_HELP)
-    add.add_argument("--signhash", type=_int32, default=0, help=_SIGNHASH_HELP)
+    add.add_argument("--datatype", type=integer, default=0, help=_DATATYPE_HELP)
+    add.add_argument("--parttype", type=int32, default=0, help=_PARTTYPE_HELP)
+    add.add_argument("--partfs", type=int32, default=0, help=_PARTFS_HELP)
+    add.add_argument("--partarch", type=int32, default=0, help=_PARTARCH_HELP)
+    add.add_argument("--signhash", type=int32, default=0, help=_SIGNHASH_HELP)
     add.add_argument("--signentity", default="", metavar="FINGERPRINT",
                      help="fingerprint of the signing key, 40 hex digits (signatures, required)")
     add.add_argument("--sbomformat", default="", metavar="FORMAT",
                      help="SBOM format (SBOMs, required): cyclonedx-json, cyclonedx-xml, "
                           "github-json, spdx-json, spdx-rdf, spdx-tag-value, spdx-yaml, "
                           "syft-json")
-    add.add_argument("--groupid", type=_uint32, default=0,
+    add.add_argument("--groupid", type=uint32, default=0,
                      help="object group, 0 for none (default 0)")
-    add.add_argument("--link", "--linkid", dest="link", type=_uint32, default=None,
+    add.add_argument("--link", "--linkid", dest="link", type=uint32, default=None,
                      help="ID of the object this one refers to (default: none)")
-    add.add_argument("--alignment", type=_int, default=None,
+    add.add_argument("--alignment", type=integer, default=None,
                      help="align the object's offset to this many bytes "
                           "(default 4096 for partitions, none otherwise)")
     add.add_argument("--filename", default=None, metavar="NAME",

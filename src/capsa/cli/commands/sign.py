@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from capsa.cli import log
+from capsa.cli.sif_args import add_object_selection
 from capsa.errors import CapsaError, SignatureError
 
 if TYPE_CHECKING:
@@ -22,21 +23,8 @@ if TYPE_CHECKING:
 HELP = "Add digital signature(s) to an image"
 
 
-def _uint32(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
-    if not 0 <= value <= 0xFFFF_FFFF:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: out of range")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-g", "--group-id", "--groupid", dest="group_id", type=_uint32,
-                        default=None, help="sign objects with the specified group ID")
-    parser.add_argument("-i", "--sif-id", "--id", dest="sif_id", type=_uint32, default=None,
-                        help="sign object with the specified ID")
+    add_object_selection(parser, "sign")
     parser.add_argument("-k", "--keyidx", type=int, default=None,
                         help="private key to use (index from 'key list --secret')")
     parser.add_argument("-a", "--all", action="store_true",

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from capsa.cli import log
+from capsa.cli.sif_args import add_object_selection
 from capsa.errors import CapsaError
 
 if TYPE_CHECKING:
@@ -31,21 +32,8 @@ _TYPE_NAMES = {
 _COLOURS = {"LOCAL": "\x1b[32m", "GLOBAL": "\x1b[36m", "REMOTE": "\x1b[33m"}
 
 
-def _uint32(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: not a number") from None
-    if not 0 <= value <= 0xFFFF_FFFF:
-        raise argparse.ArgumentTypeError(f"invalid argument {text!r}: out of range")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-g", "--group-id", "--groupid", dest="group_id", type=_uint32,
-                        default=None, help="verify objects with the specified group ID")
-    parser.add_argument("-i", "--sif-id", "--id", dest="sif_id", type=_uint32, default=None,
-                        help="verify object with the specified ID")
+    add_object_selection(parser, "verify")
     parser.add_argument("-a", "--all", action="store_true", help="verify all objects")
     parser.add_argument("--legacy-insecure", action="store_true",
                         help="enable verification of (insecure) legacy signatures")
