@@ -201,13 +201,6 @@ def atomic_file(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         raise
 
 
-def temporary_beside(path: Path) -> Path:
-    """A fresh temporary name in *path*'s directory (for rename into place)."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def copy_atomic(source: Path, dest: Path, mode: int = 0o755) -> None:
     """Copy *source* to *dest* through a temporary file and a rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)

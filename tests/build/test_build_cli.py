@@ -660,9 +660,6 @@ def test_nv_reaches_test_with_a_fake_driver(any_capsa: Capsa, build_images: Buil
     assert "testscript failed" in without.stderr
 
 
-@pytest.mark.xfail(reason="the runtime skips the --nv library binds under --writable "
-                          "(Apptainer binds them through the session libs directory)",
-                   strict=False)
 def test_nv_reaches_post_with_a_fake_driver(capsa: Capsa, build_images: BuildImages,
                                             build_fake_gpu: Any, scratch: Path) -> None:
     definition = _nv_definition(scratch, build_images.sif)

@@ -5,8 +5,6 @@ and search registries, and credentials written by ``capsa registry login``
 from __future__ import annotations
 
 import importlib.util
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,23 +59,9 @@ def test_search_registries_from_user_registries_conf(any_capsa: Capsa, plain_reg
         conf.unlink()
 
 
-@pytest.fixture
-def home_authfile(any_capsa: Capsa) -> Iterator[Path]:
-    path = any_capsa.user.home / ".apptainer" / "docker-config.json"
-    saved = path.read_bytes() if path.exists() else None
-    existed = path.parent.exists()
-    yield path
-    if saved is not None:
-        path.write_bytes(saved)
-    else:
-        path.unlink(missing_ok=True)
-        if not existed:
-            shutil.rmtree(path.parent, ignore_errors=True)
-
-
 @pytest.mark.parametrize("fixture", ["auth_registry", "token_registry"])
 def test_login_then_pull_then_logout(any_capsa: Capsa, layout: Path, scratch: Path,
-                                     home_authfile: Path, fixture: str,
+                                     default_authfile: Path, fixture: str,
                                      request: pytest.FixtureRequest) -> None:
     registry: Registry = request.getfixturevalue(fixture)
     registry.push_oci_layout(layout, "private/e2e:v1")

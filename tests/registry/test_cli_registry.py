@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.cli import Capsa
 from support.registry import Registry
-
-
-@pytest.fixture
-def default_authfile(any_capsa: Capsa) -> Iterator[Path]:
-    """The user's ``~/.apptainer/docker-config.json``, restored afterwards."""
-    path = any_capsa.user.home / ".apptainer" / "docker-config.json"
-    saved = path.read_bytes() if path.exists() else None
-    existed = path.parent.exists()
-    yield path
-    if saved is not None:
-        path.write_bytes(saved)
-    else:
-        path.unlink(missing_ok=True)
-        if not existed:
-            shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def _mode(path: Path) -> int:

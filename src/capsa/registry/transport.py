@@ -299,14 +299,3 @@ def _connect_error(origin: _Origin, err: BaseException) -> RegistryError:
     if isinstance(err, http.client.BadStatusLine) and scheme == "https":
         return RegistryError(f"{where} did not answer HTTPS")
     return RegistryError(f"cannot reach {where}: {err}")
-
-
-def stream_to(response: Response, out: BinaryIO, chunk: int = _CHUNK) -> int:
-    """Copy a response body into *out*; return the number of bytes."""
-    total = 0
-    while True:
-        data = response.read(chunk)
-        if not data:
-            return total
-        out.write(data)
-        total += len(data)

@@ -165,6 +165,16 @@ class Tree:
         assert plan is not None
         for warning in plan.warnings:
             log.warning("%s", warning)
+        if plan.libraries:
+            # As Apptainer does: a directory of the session, holding one mount
+            # point per library, goes over /.singularity.d/libs; the libraries
+            # are bound onto those points.  So they need no mount points in
+            # the image, which --writable (a build's %post) could not create.
+            libs = self.session.sub("libs")
+            os.makedirs(libs, exist_ok=True)
+            for library in plan.libraries:
+                open(f"{libs}/{os.path.basename(library)}", "a").close()
+            self.add(libs, LIBS_DIR, recursive=False)
         for library in plan.libraries:
             self.add(library, f"{LIBS_DIR}/{os.path.basename(library)}", recursive=False)
         for binary in plan.binaries:

@@ -186,10 +186,6 @@ def _stop(args: argparse.Namespace) -> int:
 
 # -- exec|run|shell instance://NAME -------------------------------------------
 
-def is_instance_uri(image: str) -> bool:
-    return image.startswith(_PREFIX)
-
-
 def run_in_instance(args: argparse.Namespace) -> int:
     """The action of *args* inside a running instance (exits with its status)."""
     from capsa.runtime.instance import get_instance
