@@ -4,11 +4,9 @@ and ``TMPDIR``, so tests neither see each other's instances nor leave any."""
 
 from __future__ import annotations
 
-import functools
 import glob
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from support import mounting
 from support.cli import Capsa, Result
-from support.env import SCRATCH, fuse_usable, is_root
+from support.env import SCRATCH
 from support.images import build_all, make_rootfs, make_sif, make_squashfs
 
 # Prints its arguments; "exit N" ends with status N, "quit" with 0 (the
@@ -35,6 +34,10 @@ esac
 exec sleep 600
 """
 
+# the mounting fixtures, shared with the other suites that mount images
+_skip_root_without_mounts = mounting._skip_root_without_mounts
+mount_mode = mounting.mount_mode
+
 
 @pytest.fixture(scope="session")
 def images() -> Iterator[dict[str, Path]]:
@@ -50,38 +53,6 @@ def images() -> Iterator[dict[str, Path]]:
     paths["start_sif"] = make_sif(make_squashfs(root, base / "start.sqfs"), base / "start.sif")
     yield paths
     shutil.rmtree(base, ignore_errors=True)
-
-
-@functools.cache
-def root_can_mount() -> bool:
-    """Can root make a mount namespace here (not so in an unprivileged CI container)?"""
-    if not is_root() or shutil.which("unshare") is None:
-        return False
-    probe = ["unshare", "--mount", "--", "mount", "-t", "tmpfs", "none", "/mnt"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
-
-
-def _as_root(request: pytest.FixtureRequest) -> bool:
-    callspec = getattr(request.node, "callspec", None)
-    return callspec is not None and callspec.params.get("any_capsa") == "root"
-
-
-@pytest.fixture(autouse=True)
-def _skip_root_without_mounts(request: pytest.FixtureRequest) -> None:
-    if _as_root(request) and not root_can_mount():
-        pytest.skip("root cannot create mount namespaces here")
-
-
-@pytest.fixture(params=["fuse", "nofuse"])
-def mount_mode(request: pytest.FixtureRequest) -> dict[str, str]:
-    """FUSE (or, as root, a loop device) versus the extraction fallback."""
-    if request.param == "fuse":
-        if _as_root(request) and not os.path.exists("/dev/loop-control"):
-            pytest.skip("no loop devices for root")
-        if not _as_root(request) and not fuse_usable():
-            pytest.skip("no FUSE for users (or no squashfuse_ll)")
-        return {}
-    return {"CAPSA_DISABLE_FUSE": "1"}
 
 
 def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -3,7 +3,6 @@ the FUSE / no-FUSE switch, and a way to start capsa in the background."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -13,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from support import mounting
 from support.cli import Capsa
-from support.env import SCRATCH, fuse_usable, is_root
+from support.env import SCRATCH
 from support.images import build_all
+
+# the mounting fixtures, shared with the other suites that mount images
+_skip_root_without_mounts = mounting._skip_root_without_mounts
+mount_mode = mounting.mount_mode
 
 
 @pytest.fixture(scope="session")
@@ -26,38 +30,6 @@ def images() -> Iterator[dict[str, Path]]:
     os.chmod(base, 0o755)
     yield build_all(base / "img")
     shutil.rmtree(base, ignore_errors=True)
-
-
-@functools.cache
-def root_can_mount() -> bool:
-    """Can root make a mount namespace here (not so in an unprivileged CI container)?"""
-    if not is_root() or shutil.which("unshare") is None:
-        return False
-    probe = ["unshare", "--mount", "--", "mount", "-t", "tmpfs", "none", "/mnt"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
-
-
-@pytest.fixture(autouse=True)
-def _skip_root_without_mounts(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    as_root = callspec is not None and callspec.params.get("any_capsa") == "root"
-    if as_root and not root_can_mount():
-        pytest.skip("root cannot create mount namespaces here")
-
-
-@pytest.fixture(params=["fuse", "nofuse"])
-def mount_mode(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Environment for the two ways a SIF gets mounted: FUSE (or, as root, the
-    kernel's squashfs through a loop device) and the extraction fallback."""
-    if request.param == "fuse":
-        callspec = getattr(request.node, "callspec", None)
-        as_root = callspec is not None and callspec.params.get("any_capsa") == "root"
-        if as_root and not os.path.exists("/dev/loop-control"):
-            pytest.skip("no loop devices for root")
-        if not as_root and not fuse_usable():
-            pytest.skip("no FUSE for users (or no squashfuse_ll)")
-        return {}
-    return {"CAPSA_DISABLE_FUSE": "1"}
 
 
 def full_argv(capsa: Capsa, *args: str, env: Mapping[str, str] | None = None) -> list[str]:

@@ -82,19 +82,18 @@ def make_squashfs(rootfs: Path, dest: Path) -> Path:
 
 def make_sif(squashfs: Path, dest: Path, *, arch: str | None = None,
              with_partition: bool = True) -> Path:
-    from capsa import sif as sif_image
+    from capsa import sif
     from capsa.sif import format as sif_format
 
-    objects = [sif_image.NewObject(sif_format.DataType.DEFFILE, data=DEFFILE.encode()),
-               sif_image.NewObject(sif_format.DataType.LABELS,
-                                   data=json.dumps(LABELS).encode())]
+    objects = [sif.NewObject(sif_format.DataType.DEFFILE, data=DEFFILE.encode()),
+               sif.NewObject(sif_format.DataType.LABELS, data=json.dumps(LABELS).encode())]
     if with_partition:
         code = sif_format.sif_arch(arch or sif_format.host_goarch())
-        objects.append(sif_image.NewObject(
+        objects.append(sif.NewObject(
             sif_format.DataType.PARTITION, path=str(squashfs),
             fs_type=sif_format.FSType.SQUASHFS, part_type=sif_format.PartType.PRIMSYS,
             arch=code))
-    sif_image.create(dest, objects)
+    sif.create(dest, objects)
     dest.chmod(0o755)
     return dest
 

@@ -36,3 +36,10 @@ def add_object_selection(parser: argparse.ArgumentParser, verb: str) -> None:
                         default=None, help=f"{verb} objects with the specified group ID")
     parser.add_argument("-i", "--sif-id", "--id", dest="sif_id", type=uint32, default=None,
                         help=f"{verb} object with the specified ID")
+
+
+def selection(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    """The groups and the objects the two flags name (none: every group)."""
+    groups = [args.group_id] if args.group_id is not None else []
+    objects = [args.sif_id] if args.sif_id is not None else []
+    return groups, objects

@@ -29,8 +29,6 @@ _ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writa
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from capsa.cli.registry_flags import add_registry_flags
-
     add = parser.add_argument
     add("-B", "--bind", action="append", default=[], metavar="SPEC",
         help="bind a host path: src[:dest[:ro|rw]], repeatable, comma lists")
@@ -78,7 +76,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for limit in ("--cpus", "--cpu-shares", "--cpuset-cpus", "--memory", "--memory-swap",
                   "--memory-reservation", "--pids-limit", "--blkio-weight"):
         add(limit, metavar="VALUE", help=argparse.SUPPRESS)
-    add_registry_flags(parser)
+    # Not registry_flags.add_registry_flags: that module stays off the exec
+    # path (tests/cli/test_import_budget.py); registry_options() reads these.
+    add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
+    add("--docker-login", action="store_true", help="log in to the registry interactively")
+    add("--authfile", metavar="FILE", help="registry credentials file")
     add("--require-signed", metavar="KEYRING",
         help="refuse images not signed by a key of KEYRING (OpenPGP keyring or PEM key)")
     add("image", help="SIF file, sandbox directory, or docker://, oras:// ... URI")

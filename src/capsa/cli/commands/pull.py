@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# ``build`` takes the registry options from here too: re-exported explicitly
-from capsa.cli.registry_flags import add_registry_flags, env_flag, env_value
-from capsa.cli.registry_flags import registry_options as registry_options
+from capsa.cli.registry_flags import add_registry_flags, env_flag, env_value, registry_options
 
 HELP = "Pull an image from a URI"
 

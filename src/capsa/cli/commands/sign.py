@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from capsa.cli import log
-from capsa.cli.sif_args import add_object_selection
+from capsa.cli.sif_args import add_object_selection, selection
 from capsa.errors import CapsaError, SignatureError
 
 if TYPE_CHECKING:
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise SignatureError("--keyidx selects a PGP key; it cannot be used with --key")
     try:
         signer = _pem_signer(args.key) if args.key is not None else _pgp_signer(args.keyidx)
-        groups = [args.group_id] if args.group_id is not None else []
-        objects = [args.sif_id] if args.sif_id is not None else []
+        groups, objects = selection(args)
         sign_image(args.image, signer, groups=groups, objects=objects)
     except CapsaError as err:
         raise type(err)(f"Failed to sign container: {err}") from None

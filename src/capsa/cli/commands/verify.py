@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from capsa.cli import log
-from capsa.cli.sif_args import add_object_selection
+from capsa.cli.sif_args import add_object_selection, selection
 from capsa.errors import CapsaError
 
 if TYPE_CHECKING:
@@ -70,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
         log.warning("keyservers are not supported: verifying with local key material only")
     colour = sys.stdout.isatty() and getattr(args.global_options, "colour", True)
     report = _JsonReport() if args.json else None
+    groups, objects = selection(args)
     try:
         verify_image(
-            args.image, key_material(args.key),
-            groups=[args.group_id] if args.group_id is not None else [],
-            objects=[args.sif_id] if args.sif_id is not None else [],
+            args.image, key_material(args.key), groups=groups, objects=objects,
             legacy=args.legacy_insecure, all_objects=args.all,
             callback=report.add if report else (lambda r: _print_result(r, colour)),
         )
