@@ -146,7 +146,8 @@ def _enforce_signing_policy(args: argparse.Namespace) -> None:
     """
     config = args.global_options.config
     keyring: str | None = args.require_signed or os.environ.get("APPTAINER_REQUIRE_SIGNED")
-    if keyring is None and config is None and not os.path.exists(_SITE_CONFIG):
+    site_config = os.path.join(os.environ.get("CAPSA_CONFDIR", "/etc/capsa"), "capsa.conf")
+    if keyring is None and config is None and not os.path.exists(site_config):
         return
     from capsa.integrity.policy import enforce_signed, load_policy
 
@@ -158,7 +159,6 @@ def _enforce_signing_policy(args: argparse.Namespace) -> None:
     enforce_signed(args.image, keyring_path=keyring)
 
 
-_SITE_CONFIG = "/etc/capsa/capsa.conf"
 _LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:")
 
 
@@ -172,26 +172,20 @@ def _pull_uri(args: argparse.Namespace) -> str | None:
     temporary SIF and return its path, for removal after the run."""
     from pathlib import Path
 
+    from capsa.cli.commands.pull import tmpdir_of, usable_cache
     from capsa.cli.registry_flags import registry_options
-    from capsa.content import ContentCache, default_cache_root
-    from capsa.errors import EnvironmentFailure
     from capsa.pull import PullOptions, cached_image, pull, split_uri
     from capsa.runtime.mounts import make_temp_dir
 
     scheme, _ = split_uri(args.image)  # unsupported schemes: UsageError before any work
-    cache: ContentCache | None = ContentCache(default_cache_root())
-    try:
-        if cache is not None:
-            cache.ensure()
-    except EnvironmentFailure:
-        cache = None
-    tmpdir = os.environ.get("APPTAINER_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-    options = PullOptions(cache=cache, tmpdir=Path(tmpdir), registry=registry_options(args))
+    cache = usable_cache()
+    tmpdir = tmpdir_of(args)
+    options = PullOptions(cache=cache, tmpdir=tmpdir, registry=registry_options(args))
     args.image_ref = args.image
     if scheme == "docker" and cache is not None:
         args.image = str(cached_image(args.image, options))
         return None
-    work = make_temp_dir(tmpdir, "capsa-pull-")
+    work = make_temp_dir(str(tmpdir), "capsa-pull-")
     dest = Path(work) / "image.sif"
     try:
         pull(args.image, dest, options)

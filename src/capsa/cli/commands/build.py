@@ -278,14 +278,13 @@ def _verbosity(args: argparse.Namespace) -> list[str]:
 def build_options(args: argparse.Namespace) -> Any:
     from capsa.build.builder import BuildOptions
     from capsa.build.scripts import ContainerOptions
-    from capsa.cli.commands.pull import _usable_cache, platform_of
+    from capsa.cli.commands.pull import platform_of, tmpdir_of, usable_cache
     from capsa.cli.registry_flags import registry_options
-    from capsa.content import ContentCache, default_cache_root
     from capsa.pull import PullOptions
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
 
-    tmpdir = Path(args.tmpdir or _env("TMPDIR") or os.environ.get("TMPDIR") or "/tmp")
-    cache = None if args.disable_cache else _usable_cache(ContentCache(default_cache_root()))
+    tmpdir = tmpdir_of(args)
+    cache = usable_cache(disabled=args.disable_cache)
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
                 if args.mksquashfs_args else SquashfsOptions())
     pull = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir,

@@ -6,9 +6,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capsa.cli.registry_flags import add_registry_flags, env_flag, env_value, registry_options
+
+if TYPE_CHECKING:
+    from capsa.content import ContentCache
 
 HELP = "Pull an image from a URI"
 
@@ -95,12 +98,13 @@ _APPTAINER_ARCHES = {"arm32v5": ("arm", "v5"), "arm32v6": ("arm", "v6"),
 
 
 def tmpdir_of(args: argparse.Namespace) -> Path:
-    return Path(args.tmpdir or _env("TMPDIR") or os.environ.get("TMPDIR") or "/tmp")
+    """--tmpdir, else APPTAINER_TMPDIR (SINGULARITY_TMPDIR), else TMPDIR, else /tmp."""
+    flag = getattr(args, "tmpdir", None)  # exec has no --tmpdir flag
+    return Path(flag or _env("TMPDIR") or os.environ.get("TMPDIR") or "/tmp")
 
 
 def run(args: argparse.Namespace) -> int:
     from capsa.cli import log
-    from capsa.content import ContentCache, default_cache_root
     from capsa.pull import PullOptions, check_destination, pull
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
 
@@ -108,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
     check_destination(dest, args.force)
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
                 if args.mksquashfs_args else SquashfsOptions())
-    cache = None
-    if not (args.disable_cache or _env_flag("DISABLE_CACHE")):
-        cache = _usable_cache(ContentCache(default_cache_root()))
+    cache = usable_cache(disabled=args.disable_cache)
     progress = _progress() if sys.stderr.isatty() and log.enabled(log.NORMAL) else None
     options = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir_of(args),
                           squashfs=squashfs, registry=registry_options(args),
@@ -128,11 +130,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usable_cache(cache: Any) -> Any:
-    """The cache, or None (with Apptainer's warning) when it cannot be written."""
+def usable_cache(*, disabled: bool = False) -> ContentCache | None:
+    """The shared cache; None when disabled (the flag, or APPTAINER_DISABLE_CACHE)
+    or when it cannot be written (with Apptainer's warning)."""
+    if disabled or _env_flag("DISABLE_CACHE"):
+        return None
     from capsa.cli import log
+    from capsa.content import ContentCache, default_cache_root
     from capsa.errors import EnvironmentFailure
 
+    cache = ContentCache(default_cache_root())
     try:
         cache.ensure()
     except EnvironmentFailure:
