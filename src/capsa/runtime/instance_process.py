@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import sys
+from typing import NoReturn
 
 from capsa import linux, report
 from capsa.errors import ContainerError
@@ -47,6 +48,7 @@ from capsa.runtime.launcher import (
     _monitor,
     enter_tree,
     launch,
+    run_in_fork,
     spawn_command,
 )
 from capsa.runtime.mounts import resolve_in_root
@@ -245,22 +247,17 @@ def _template(spec: ContainerSpec, name: str, logs: tuple[str, str]) -> Instance
 
 # -- the container's PID 1 ------------------------------------------------------
 
-def _container(spec: ContainerSpec, plan: Plan, ready: int) -> None:
+def _container(spec: ContainerSpec, plan: Plan, ready: int) -> NoReturn:
     """Pivot into the tree, start the command, say ready, then be init."""
-    code = 255
-    try:
+
+    def body() -> int:
         enter_tree(plan)
         main = spawn_command(spec, plan) if plan.argv else 0
         os.write(ready, b"1")
         os.close(ready)
-        code = _init(main)
-    except ContainerError as err:
-        log.critical("%s", err)
-    except BaseException as err:
-        log.critical("container setup failed: %s", err)
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
+        return _init(main)
+
+    run_in_fork(body)
 
 
 def _init(main: int) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from capsa import linux, report
 from capsa.errors import ContainerError
@@ -218,15 +218,13 @@ def _kill(pid: int, signum: int) -> None:
         return
 
 
-def _container(spec: ContainerSpec, plan: Plan) -> None:
-    """In the fork: private mounts, pivot, then exec (never returns)."""
+def run_in_fork(body: Callable[[], int]) -> NoReturn:
+    """End a forked container process with *body*'s status; a setup failure
+    becomes one FATAL line and status 255.  Never returns to the caller's
+    stack (the parent's cleanup must not run twice)."""
     code = 255
     try:
-        enter_tree(plan)
-        if spec.pid_ns and not spec.no_init:
-            code = _init(spec, plan)
-        else:
-            _exec(spec, plan)
+        code = body()
     except ContainerError as err:
         log.critical("%s", err)
     except BaseException as err:
@@ -234,6 +232,19 @@ def _container(spec: ContainerSpec, plan: Plan) -> None:
     finally:
         sys.stderr.flush()
         os._exit(code)
+
+
+def _container(spec: ContainerSpec, plan: Plan) -> NoReturn:
+    """In the fork: private mounts, pivot, then exec (or be init)."""
+
+    def body() -> int:
+        enter_tree(plan)
+        if spec.pid_ns and not spec.no_init:
+            return _init(spec, plan)
+        _exec(spec, plan)
+        return 255  # not reached: _exec replaces the process or raises
+
+    run_in_fork(body)
 
 
 def enter_tree(plan: Plan) -> None:
