@@ -28,7 +28,7 @@ from capsa import linux, report
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
 from capsa.runtime.mounts import Session, find_program, session_tmpdir
-from capsa.runtime.spec import ContainerSpec
+from capsa.runtime.spec import DEFAULT_PATH, ContainerSpec
 from capsa.runtime.tree import NoTestScript, Plan, Tree
 
 if TYPE_CHECKING:
@@ -70,6 +70,8 @@ def launch(spec: ContainerSpec,
         linux.make_private("/")
         session.mount_tmpfs()
         lower = _mount_image(session, spec, lower, rootless)
+        if session.fuse_pid:
+            session.prefetch(lower, _first_programs(spec))
         tree = Tree(session, spec)
         tree.plan(lower)
         tree.apply(_mount_root(session, spec, lower, tree))
@@ -81,6 +83,19 @@ def launch(spec: ContainerSpec,
         return (runner or _run)(spec, plan)
     finally:
         session.close()
+
+
+def _first_programs(spec: ContainerSpec) -> list[str]:
+    """What the container execs first: its shell (which sources the env
+    scripts) and, for ``exec``, the command as found on the default PATH."""
+    programs = ["/bin/sh"]
+    if spec.action == "exec" and spec.argv:
+        command = spec.argv[0]
+        if command.startswith("/"):
+            programs.append(command)
+        elif "/" not in command:
+            programs += [f"{d}/{command}" for d in DEFAULT_PATH.split(":")]
+    return programs
 
 
 def _prepare_image(session: Session, spec: ContainerSpec, rootless: bool) -> str | None:
