@@ -67,20 +67,8 @@ def info(msg: str) -> None:
     _cli.info(msg)
 
 
-def verbose(msg: str) -> None:
-    _cli.log(VERBOSE, msg)
-
-
 def warning(msg: str) -> None:
     _cli.warning(msg)
-
-
-def error(msg: str) -> None:
-    _cli.error(msg)
-
-
-def debug(msg: str) -> None:
-    _cli.debug(msg)
 
 
 def fatal_line(msg: str) -> None:

@@ -195,7 +195,7 @@ class Session:
     def close(self) -> None:
         """Unmount, stop squashfuse, remove what we created; never raises."""
         if self.prefetch_pid:
-            _stop_if_running(self.prefetch_pid)
+            _stop(self.prefetch_pid)
             self.prefetch_pid = 0
         if self.mounted:
             _quietly(linux.umount, self.path, linux.MNT_DETACH)
@@ -287,21 +287,20 @@ def _read_through(path: str) -> None:
         os.close(fd)
 
 
-def _stop_if_running(pid: int) -> None:
-    """Stop our child *pid* unless it has ended; once it has been reaped (by
-    the monitor's reaping loop, say) its pid may be reused: never signal it."""
+def _stop(pid: int) -> None:
+    """Stop and reap our child *pid* (the FUSE server, the prefetch reader).
+
+    Once the monitor's reaping loop has collected it, its pid may belong to
+    another process: never signal it then.  The FUSE server only serves a
+    read-only image that nothing uses any more, so SIGKILL loses nothing and
+    avoids its slow unmount attempt (fusermount3, which cannot work in a user
+    namespace)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return
-    if done == 0:
-        _stop(pid)
-
-
-def _stop(pid: int) -> None:
-    """Stop and reap the FUSE server.  It only serves a read-only image that
-    nothing uses any more, so SIGKILL loses nothing and avoids its slow
-    unmount attempt (fusermount3, which cannot work in a user namespace)."""
+    if done:
+        return
     _quietly(os.kill, pid, signal.SIGKILL)
     try:
         os.waitpid(pid, 0)
