@@ -19,10 +19,11 @@ from pathlib import Path
 
 from capsa.errors import AlreadyExistsError, FormatError, NotFoundError, SignatureError
 from capsa.integrity.pgpkeys import PgpKey, split_keys
+from capsa.site import config_dir
 
 PUBLIC_NAME = "pgp-public"
 SECRET_NAME = "pgp-secret"
-CONFIG_DIR = Path(os.environ.get("CAPSA_CONFDIR", "/etc/capsa"))
+CONFIG_DIR = Path(config_dir())
 GLOBAL_KEYRING = CONFIG_DIR / "global-pgp-public"
 
 

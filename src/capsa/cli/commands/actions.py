@@ -146,7 +146,9 @@ def _enforce_signing_policy(args: argparse.Namespace) -> None:
     """
     config = args.global_options.config
     keyring: str | None = args.require_signed or os.environ.get("APPTAINER_REQUIRE_SIGNED")
-    site_config = os.path.join(os.environ.get("CAPSA_CONFDIR", "/etc/capsa"), "capsa.conf")
+    from capsa.site import config_dir
+
+    site_config = os.path.join(config_dir(), "capsa.conf")
     if keyring is None and config is None and not os.path.exists(site_config):
         return
     from capsa.integrity.policy import enforce_signed, load_policy
