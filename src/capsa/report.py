@@ -65,6 +65,9 @@ class Reporter:
     def debug(self, msg: str, *args: object) -> None:
         self.log(DEBUG, msg, *args)
 
+    def verbose(self, msg: str, *args: object) -> None:
+        self.log(VERBOSE, msg, *args)
+
     def info(self, msg: str, *args: object) -> None:
         self.log(INFO, msg, *args)
 

@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.site": set(),
     "capsa.proc": set(),
     "capsa.linux": set(),
+    "capsa.userns": {"capsa.linux"},
     "capsa.digest": set(),
     "capsa.reference": set(),
     "capsa.registry": {"capsa.digest", "capsa.reference", "capsa.proc"},
@@ -40,12 +41,13 @@ ALLOWED: dict[str, set[str]] = {
         "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci",
     },
-    "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.sif", "capsa.squashfs", "capsa.digest"},
+    "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.userns", "capsa.sif", "capsa.squashfs",
+                      "capsa.digest"},
     "capsa.deffile": set(),
     "capsa.build": {
         "capsa.deffile", "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pull",
-        "capsa.linux", "capsa.integrity",
+        "capsa.linux", "capsa.userns", "capsa.integrity",
     },
     "capsa.cli": {"*"},
 }

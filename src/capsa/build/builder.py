@@ -9,6 +9,7 @@ complete, or not at all.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import glob
 import json
@@ -22,10 +23,17 @@ from pathlib import Path
 from capsa import report
 from capsa.build import agents, apps
 from capsa.build.metadata import write_metadata
-from capsa.build.sandbox import confined, fix_permissions, pack_squashfs, remove_tree
+from capsa.build.sandbox import (
+    REAL_OWNERS,
+    Ownership,
+    confined,
+    fix_permissions,
+    pack_squashfs,
+    remove_tree,
+)
 from capsa.build.scripts import ContainerOptions, run_post, run_setup, run_test
 from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
-from capsa.errors import NotFoundError, UsageError
+from capsa.errors import ContainerError, NotFoundError, UsageError
 from capsa.proc import require
 from capsa.pull import PullOptions
 from capsa.squashfs import SquashfsOptions
@@ -48,6 +56,7 @@ class BuildOptions:
     squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
     arch: str = ""                  # GOARCH recorded in the SIF; "" = this host's
     tmpdir: Path = Path("/tmp")
+    ownership: Ownership = REAL_OWNERS
 
     def wants(self, section: str) -> bool:
         return "all" in self.sections or section in self.sections
@@ -65,6 +74,7 @@ def build(definition: Definition, dest: Path, options: BuildOptions) -> None:
         log.info("Build complete: %s", dest)
         return
     with _workdir(options.tmpdir) as work:
+        options = _with_fakeroot_database(options, work)
         rootfs = _final_rootfs(dest, work, options)
         try:
             base = _build_stages(definition, rootfs, work, options)
@@ -84,7 +94,20 @@ def _update_sandbox(definition: Definition, dest: Path, options: BuildOptions) -
         raise NotFoundError(f"could not update sandbox {dest}: doesn't exist")
     log.info("Building into existing container: %s", dest)
     with _workdir(options.tmpdir) as work:
+        options = _with_fakeroot_database(options, work)
         _build_stages(definition, dest, work, options, update=True)
+
+
+def _with_fakeroot_database(options: BuildOptions, work: Path) -> BuildOptions:
+    """In a root-mapped namespace, one fakeroot(1) database for the whole
+    build: unsquashfs records the base's owners in it, %post changes them,
+    tar reads them back for the image."""
+    if options.ownership.kind != "fakeroot":
+        return options
+    state = work / "fakeroot.db"
+    return dataclasses.replace(
+        options, ownership=dataclasses.replace(options.ownership, state=state),
+        container=dataclasses.replace(options.container, fakeroot_state=str(state)))
 
 
 def _runs_in_container(definition: Definition, options: BuildOptions) -> bool:
@@ -151,7 +174,8 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         base = agents.Base(name=str(rootfs), has_metadata=True)
     else:
         stage_work = Path(tempfile.mkdtemp(prefix="agent-", dir=work))
-        context = agents.AgentContext(stage_work, options.pull, options.container.runner)
+        context = agents.AgentContext(stage_work, options.pull, options.container.runner,
+                                      options.ownership)
         base = agents.bootstrap(stage, rootfs, context)
         if options.fix_perms:
             fix_permissions(rootfs)
@@ -165,13 +189,29 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         apps.lay_out(app, rootfs, functools.partial(_copy_files, source_root=None,
                                                     options=options))
     if options.wants("post") and stage.script("post").body.strip():
-        run_post(stage.script("post"), rootfs, options.container)
+        try:
+            run_post(stage.script("post"), rootfs, options.container)
+        except ContainerError:
+            _explain_faked_ids(options.ownership)
+            raise
     for app in stage.apps:
         apps.install(app, rootfs, options.container)
         apps.write_metadata(app, rootfs)
     write_metadata(stage, rootfs, base, definition, phase="final", arch=_arch(options),
                    sections=options.sections)
     return base
+
+
+def _explain_faked_ids(ownership: Ownership) -> None:
+    """Why a %post may fail in a root-mapped namespace, and what to do."""
+    if ownership.kind == "real":
+        return
+    how = ("fakeroot(1) fakes changes of owner, which statically linked programs and "
+           "some package scripts bypass" if ownership.kind == "fakeroot" else
+           "no fakeroot command was found, so no file can change owner")
+    log.warning("%%post ran as root of a root-mapped user namespace (no subordinate ids in "
+                "/etc/subuid and /etc/subgid for this user): %s. Ask your administrator "
+                "for a range in /etc/subuid and /etc/subgid (or build as root).", how)
 
 
 def _arch(options: BuildOptions) -> str:
@@ -232,7 +272,8 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
 
     log.info("Creating SIF file...")
     squashfs = work / "rootfs.sqfs"
-    pack_squashfs(rootfs, squashfs, options.squashfs, options.container.runner)
+    pack_squashfs(rootfs, squashfs, options.squashfs, options.container.runner,
+                  options.ownership)
     arch = _arch(options)
     objects = [
         NewObject(DataType.DEFFILE, data=(definition.text or definition.raw).encode()),

@@ -1,9 +1,11 @@
 """The build's working tree: a sandbox directory on disk.
 
-Filled from a SIF or a squashfs (``unsquashfs``; as a user, files end up
-owned by the caller), given the ``/.singularity.d`` tree where a bootstrap
-agent made none, and finally packed back (``tar`` into ``tar2sqfs``: as a
-user, every file is recorded as root's, as Apptainer's ``-all-root``).
+Filled from a SIF or a squashfs (``unsquashfs``), given the
+``/.singularity.d`` tree where a bootstrap agent made none, and finally
+packed back (``tar`` into ``tar2sqfs``).  Who owns each file is kept as
+:class:`Ownership` says: for real (as host root, or as root of a user
+namespace with subordinate ids), in fakeroot(1)'s database (a root-mapped
+namespace), or not at all (every file root's in the image).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,16 +23,59 @@ from capsa.errors import FormatError, UsageError
 from capsa.proc import DEFAULT_RUNNER, Runner, require, which
 from capsa.rootfs.layers import SyntheticEntry
 from capsa.squashfs import SquashfsOptions, from_tar_stream
+from capsa.userns import FakerootTool, in_initial_namespace
 
 _SIF_MAGIC = b"SIF_MAGIC"
 _SQUASHFS_MAGIC = b"hsqs"
 
 
 def is_root() -> bool:
+    """Root here: real root, or root of the build's user namespace."""
     return os.geteuid() == 0
 
 
-def unpack_image(image: Path, dest: Path, runner: Runner = DEFAULT_RUNNER) -> None:
+def host_root() -> bool:
+    """Real root on the host (device nodes, any owner, any xattr)."""
+    return os.geteuid() == 0 and in_initial_namespace()
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """How the owners of files (from the base image and ``%post``) reach the image.
+
+    ``kind`` is ``"real"`` (the ids are real: host root, or root of a
+    namespace with subordinate ids), ``"fakeroot"`` (a root-mapped namespace:
+    fakeroot(1) records changes of owner in its database *state*, which
+    unsquashfs, ``%post`` and tar share) or ``"all-root"`` (nothing can
+    record them: every file is root's in the image)."""
+
+    kind: str = "real"
+    tool: FakerootTool | None = None
+    state: Path | None = None
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """*argv* under fakeroot(1) with the build's database, if any."""
+        if self.kind != "fakeroot" or self.tool is None or self.state is None:
+            return argv
+        if not self.state.exists():
+            self.state.touch(0o600)
+        state = str(self.state)
+        return [self.tool.script, "-i", state, "-s", state, "--", *argv]
+
+    @property
+    def env(self) -> dict[str, str] | None:
+        """The environment for :meth:`wrap`'s commands: fakeroot must not
+        try real changes of owner, which fail for every id but 0 here."""
+        if self.kind != "fakeroot":
+            return None
+        return dict(os.environ, FAKEROOTDONTTRYCHOWN="1")
+
+
+REAL_OWNERS = Ownership()
+
+
+def unpack_image(image: Path, dest: Path, runner: Runner = DEFAULT_RUNNER,
+                 ownership: Ownership = REAL_OWNERS) -> None:
     """Extract the root filesystem of a SIF file or squashfs image into *dest*."""
     try:
         with open(image, "rb") as handle:
@@ -37,9 +83,9 @@ def unpack_image(image: Path, dest: Path, runner: Runner = DEFAULT_RUNNER) -> No
     except OSError as err:
         raise UsageError(f"could not open image {image}: {err.strerror}") from err
     if head[32:41] == _SIF_MAGIC:
-        _unsquash(image, dest, runner, offset=_primary_partition_offset(image))
+        _unsquash(image, dest, runner, ownership, offset=_primary_partition_offset(image))
     elif head[:4] == _SQUASHFS_MAGIC:
-        _unsquash(image, dest, runner)
+        _unsquash(image, dest, runner, ownership)
     else:
         raise FormatError(f"could not open image {image}: image format not recognized")
 
@@ -54,22 +100,29 @@ def _primary_partition_offset(image: Path) -> int:
         return part.offset
 
 
-def _unsquash(squashfs: Path, dest: Path, runner: Runner, offset: int = 0) -> None:
-    # -f: dest may exist (empty); as a user device nodes cannot be made:
-    # those are warnings, not a failed build.
+def _unsquash(squashfs: Path, dest: Path, runner: Runner, ownership: Ownership,
+              offset: int = 0) -> None:
+    # -f: dest may exist (empty).  Outside the host's root, device nodes (and
+    # xattrs of the trusted namespace) cannot be made: those are warnings,
+    # not a failed build; fakeroot(1) records them instead where it runs.
     argv = [require("unsquashfs"), "-n", "-q", "-f", "-d", str(dest)]
     if offset:
         argv += ["-o", str(offset)]
-    if not is_root():
-        argv += ["-no-xattrs", "-ignore-errors"]
-    runner.run([*argv, str(squashfs)])
+    if not host_root():
+        argv += ["-ignore-errors"]
+        if ownership.kind == "all-root" or not is_root():
+            argv += ["-no-xattrs"]
+    runner.run(ownership.wrap([*argv, str(squashfs)]), env=ownership.env)
     os.chmod(dest, 0o755)
 
 
-def copy_tree(source: Path, dest: Path, runner: Runner = DEFAULT_RUNNER) -> None:
-    """A sandbox directory copied (owners kept as root, the caller's otherwise)."""
+def copy_tree(source: Path, dest: Path, runner: Runner = DEFAULT_RUNNER,
+              ownership: Ownership = REAL_OWNERS) -> None:
+    """A sandbox directory copied: owners kept where they are real here (host
+    root, or a namespace with subordinate ids), the caller's otherwise."""
     dest.mkdir(parents=True, exist_ok=True)
-    runner.run([require("cp"), "-a", "--no-preserve=ownership" if not is_root() else "-a",
+    keep = host_root() or (is_root() and ownership.kind == "real")
+    runner.run([require("cp"), "-a", *([] if keep else ["--no-preserve=ownership"]),
                 f"{source}/.", str(dest)])
 
 
@@ -117,23 +170,25 @@ def confined(root: Path, inner: str, *, check_leaf: bool = True) -> Path:
 
 
 def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
-                  runner: Runner = DEFAULT_RUNNER) -> None:
-    """The sandbox as a squashfs image at *dest*."""
+                  runner: Runner = DEFAULT_RUNNER, ownership: Ownership = REAL_OWNERS) -> None:
+    """The sandbox as a squashfs image at *dest*, with the owners
+    *ownership* keeps (read through fakeroot's database where it is one)."""
     tar = require("tar")
     argv = [tar, "-C", str(sandbox), "-c", "-f", "-", "--numeric-owner", "--xattrs",
             "--exclude=./.post.script", "--exclude=./.build.labels"]
-    if not is_root():
+    if ownership.kind == "all-root" or not is_root():
         argv += ["--owner=0", "--group=0"]
+    if not is_root():
         # As root of a user namespace that maps only us, tar may read our
         # files whatever their mode (0000 /etc/shadow in some images).
         unshare = which("unshare")
         if unshare is not None:
             argv = [unshare, "--map-root-user", *argv]
-    argv.append(".")
+    argv = ownership.wrap([*argv, "."])
 
     def write(out: BinaryIO) -> None:
         out.flush()
-        runner.run(argv, stdout=out)
+        runner.run(argv, stdout=out, env=ownership.env)
 
     from_tar_stream(dest, write, options)
 

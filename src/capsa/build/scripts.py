@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsa import report
-from capsa.build.sandbox import is_root
+from capsa.build.sandbox import host_root
 from capsa.deffile.model import Script
 from capsa.errors import ContainerError
 from capsa.proc import DEFAULT_RUNNER, Runner
@@ -40,11 +40,17 @@ class ContainerOptions:
     writable_tmpfs: bool = False        # %test only
     capsa: tuple[str, ...] = field(default_factory=lambda: (sys.executable, "-m", "capsa"))
     runner: Runner = DEFAULT_RUNNER
+    fakeroot_state: str | None = None   # fakeroot(1)'s database in a root-mapped build
+    ignore_fakeroot_command: bool = False
 
     def common_flags(self) -> list[str]:
         flags = ["--cleanenv", "--no-home"]
-        if self.fakeroot or not is_root():
+        if self.fakeroot or not host_root():
             flags.append("--fakeroot")
+        if self.ignore_fakeroot_command:
+            flags.append("--ignore-fakeroot-command")
+        elif self.fakeroot_state:
+            flags += ["--fakeroot-state", self.fakeroot_state]
         for spec in self.binds:
             flags += ["--bind", spec]
         if self.nv:

@@ -24,7 +24,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
-from capsa import linux, report
+from capsa import linux, report, userns
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
 from capsa.runtime.mounts import Session, find_program, session_tmpdir
@@ -62,11 +62,11 @@ def launch(spec: ContainerSpec,
 
     *runner* replaces the default process start once the tree is built
     (instances start their own way, see :mod:`capsa.runtime.instance_process`)."""
-    rootless = os.geteuid() != 0
+    rootless = not host_root(spec)
     session = Session(session_tmpdir(), rootless=rootless)
     try:
         lower = _prepare_image(session, spec, rootless)
-        _enter_namespaces(spec, rootless)
+        _enter_namespaces(spec)
         linux.make_private("/")
         session.mount_tmpfs()
         lower = _mount_image(session, spec, lower, rootless)
@@ -110,22 +110,28 @@ def _prepare_image(session: Session, spec: ContainerSpec, rootless: bool) -> str
     return None
 
 
-def _enter_namespaces(spec: ContainerSpec, rootless: bool) -> None:
+def host_root(spec: ContainerSpec) -> bool:
+    """Real root on the host, with no user namespace to make: only then do
+    loop devices and the kernel's squashfs work (root of a user namespace,
+    as in an unprivileged build, mounts as a user does)."""
+    return spec.idmap is None and os.geteuid() == 0 and userns.in_initial_namespace()
+
+
+def _enter_namespaces(spec: ContainerSpec) -> None:
     flags = linux.CLONE_NEWNS
-    if rootless or (spec.fakeroot and os.geteuid() != 0):
-        flags |= linux.CLONE_NEWUSER
     if spec.ipc_ns:
         flags |= linux.CLONE_NEWIPC
     if spec.hostname:
         flags |= linux.CLONE_NEWUTS
     if spec.net_ns:
         flags |= linux.CLONE_NEWNET
-    uid, gid = os.geteuid(), os.getegid()
     try:
-        linux.unshare(flags)
-        if flags & linux.CLONE_NEWUSER:
-            inside = 0 if spec.fakeroot else uid
-            linux.write_id_maps("self", inside, uid, 0 if spec.fakeroot else gid, gid)
+        if spec.idmap is not None:
+            userns.enter(spec.idmap, flags)
+            if spec.idmap.wide:
+                os.setgroups([])  # no unmapped host groups (they show as nogroup)
+        else:
+            linux.unshare(flags)
         if spec.hostname:
             linux.sethostname(spec.hostname)
         if spec.net_ns:
@@ -148,10 +154,11 @@ def _mount_image(session: Session, spec: ContainerSpec, extracted: str | None,
         except OSError as err:
             raise ContainerError(f"failed to mount squashfs image {image.path}: "
                                  f"{err.strerror}") from err
-    uid = 0 if spec.fakeroot else os.geteuid()
-    gid = 0 if spec.fakeroot else os.getegid()
+    # Ids as seen in the namespace entered above; several mapped users
+    # (subordinate ids) may all read the image.
+    wide = spec.idmap.wide if spec.idmap is not None else userns.current_map() is not None
     try:
-        return session.mount_squashfuse(image, uid, gid)
+        return session.mount_squashfuse(image, os.geteuid(), os.getegid(), allow_other=wide)
     except OSError as err:
         raise ContainerError(f"failed to mount squashfs image {image.path} with FUSE: "
                              f"{err.strerror}") from err
@@ -303,7 +310,9 @@ def _exec(spec: ContainerSpec, plan: Plan) -> None:
         action = _shell_action(spec.action)
         script = envmod.shell_script(plan.scripts, forced, action, evaluate=evaluate)
         argv = ["/bin/sh", "-c", script, plan.argv[0], *plan.argv[1:]]
-        os.execve("/bin/sh", argv, plan.env)
+        if plan.wrapper:  # fakeroot(1): it starts its daemon, then runs the shell
+            argv = [*plan.wrapper, "--", *argv]
+        os.execve(argv[0], argv, plan.env)
     environment = _env_without_shell(plan, forced, evaluate)
     program = _find(plan.argv[0], environment.get("PATH", ""))
     if program is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import marshal
 import os
 
+from capsa import userns
 from capsa.errors import ContainerError
 from capsa.runtime.mounts import Session, resolve_in_root, session_tmpdir
 from capsa.runtime.spec import ImageSpec
@@ -29,7 +30,7 @@ def read_metadata(image: ImageSpec) -> dict[str, bytes]:
         return collect(image.path)
     from capsa.runtime.launcher import fuse_usable
 
-    rootless = os.geteuid() != 0
+    rootless = not _host_root()
     if (rootless and fuse_usable()) or (not rootless and os.path.exists("/dev/loop-control")):
         return _read_mounted(image, rootless)
     return _read_extracted(image)
@@ -96,11 +97,9 @@ def _mount_and_collect(image: ImageSpec, rootless: bool) -> dict[str, bytes]:
 
     session = Session(session_tmpdir(), rootless=rootless)
     try:
-        if rootless:
-            uid, gid = os.geteuid(), os.getegid()
-            linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
-            linux.write_id_maps("self", uid, uid, gid, gid)
-        else:
+        if os.geteuid() != 0:
+            userns.enter(userns.own_map(os.geteuid(), os.getegid()), linux.CLONE_NEWNS)
+        else:  # real root, or root of a user namespace already
             linux.unshare(linux.CLONE_NEWNS)
         linux.make_private("/")
         session.mount_tmpfs()
@@ -113,8 +112,12 @@ def _mount_and_collect(image: ImageSpec, rootless: bool) -> dict[str, bytes]:
         session.close()
 
 
+def _host_root() -> bool:
+    return os.geteuid() == 0 and userns.in_initial_namespace()
+
+
 def _read_extracted(image: ImageSpec) -> dict[str, bytes]:
-    session = Session(session_tmpdir(), rootless=os.geteuid() != 0)
+    session = Session(session_tmpdir(), rootless=not _host_root())
     try:
         from capsa.runtime.mounts import which_or_fail
 

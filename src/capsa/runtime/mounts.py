@@ -99,14 +99,20 @@ class Session:
             os.close(loop_fd)
         return self.sub("lower")
 
-    def mount_squashfuse(self, image: ImageSpec, uid: int, gid: int) -> str:
-        """Mount ourselves with a /dev/fuse fd, then let squashfuse_ll serve it."""
+    def mount_squashfuse(self, image: ImageSpec, uid: int, gid: int, *,
+                         allow_other: bool = False) -> str:
+        """Mount ourselves with a /dev/fuse fd, then let squashfuse_ll serve it.
+
+        *allow_other*: every user of our namespace may read it (a fakeroot
+        namespace maps several, and package managers switch to them)."""
         program = which_or_fail("squashfuse_ll")
         fuse_fd = os.open("/dev/fuse", os.O_RDWR)
+        options = f"fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}"
+        if allow_other:
+            options += ",allow_other"
         try:
             linux.mount("squashfuse_ll", self.sub("lower"), "fuse.squashfuse_ll",
-                        linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
-                        f"fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}")
+                        linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV, options)
             argv = [program, "-f", "-o", f"offset={image.offset}", image.path,
                     f"/dev/fd/{fuse_fd}"]
             self.fuse_pid = _spawn_daemon(argv, fuse_fd)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from capsa.runtime.gpu import GpuPlan
+    from capsa.userns import FakerootTool, IdMap
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LIBS_DIR = "/.singularity.d/libs"
@@ -88,3 +89,9 @@ class ContainerSpec(NamedTuple):
     fakeroot: bool = False
     use_fuse: bool = True
     gpu: GpuPlan | None = None
+    # The user namespace to create (None: none, as host root or when this
+    # process already is root of one); fakeroot(1) to run the command under
+    # in a root-mapped namespace, and the database it loads and saves.
+    idmap: IdMap | None = None
+    fakeroot_tool: FakerootTool | None = None
+    fakeroot_state: str | None = None

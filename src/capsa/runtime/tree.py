@@ -22,13 +22,14 @@ from capsa.errors import ContainerError, NotFoundError
 from capsa.runtime import env as envmod
 from capsa.runtime.mounts import Session, resolve_in_root
 from capsa.runtime.passwd import group_text, passwd_text
-from capsa.runtime.spec import LIBS_DIR, ContainerSpec
+from capsa.runtime.spec import DEFAULT_PATH, LIBS_DIR, ContainerSpec
 
 log = report.getLogger("capsa.runtime.tree")
 
 _SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64",
                 "/proc", "/root", "/sbin", "/sys", "/usr", "/var")
 _MAX_IDENTITY_FILE = 4 << 20
+FAKEROOT_STATE = "fakeroot.db"
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -54,6 +55,9 @@ class Plan(NamedTuple):
     has_shell: bool
     scripts: list[str]
     mount_proc: bool
+    # fakeroot(1) and its options, run before ``--`` and the command (a
+    # root-mapped namespace); its variables are in *env*.
+    wrapper: tuple[str, ...] = ()
 
 
 class NoTestScript(Exception):
@@ -67,6 +71,7 @@ class Tree:
         self.session = session
         self.spec = spec
         self.mounts: list[Mount] = []
+        self.libs: list[tuple[str, str]] = []  # (host file, name in LIBS_DIR)
         self.root = ""
         self.create_missing = True  # False: a read-only root without an overlay
 
@@ -101,6 +106,9 @@ class Tree:
         self._plan_cwd()
         if spec.gpu is not None:
             self._plan_gpu()
+        if spec.fakeroot_tool is not None:
+            self._plan_fakeroot()
+        self._plan_libs()
         self._plan_identity(lower)
 
     def _plan_home(self) -> None:
@@ -165,26 +173,46 @@ class Tree:
         assert plan is not None
         for warning in plan.warnings:
             log.warning("%s", warning)
-        if plan.libraries:
-            # As Apptainer does: a directory of the session, holding one mount
-            # point per library, goes over /.singularity.d/libs; the libraries
-            # are bound onto those points.  So they need no mount points in
-            # the image, which --writable (a build's %post) could not create.
-            libs = self.session.sub("libs")
-            os.makedirs(libs, exist_ok=True)
-            for library in plan.libraries:
-                open(f"{libs}/{os.path.basename(library)}", "a").close()
-            self.add(libs, LIBS_DIR, recursive=False)
         for library in plan.libraries:
-            self.add(library, f"{LIBS_DIR}/{os.path.basename(library)}", recursive=False)
+            self.libs.append((library, os.path.basename(library)))
         for binary in plan.binaries:
             self.add(binary, f"/usr/bin/{os.path.basename(binary)}", recursive=False)
         for host, inside in plan.files:
             self.add(host, inside, recursive=False)
 
+    def _plan_fakeroot(self) -> None:
+        """The host's fakeroot script, daemon and library (and a build's
+        database) in the libs directory, as Apptainer binds them."""
+        tool = self.spec.fakeroot_tool
+        assert tool is not None
+        self.libs += [(tool.script, "fakeroot"), (tool.faked, "faked"),
+                      (tool.library, "libfakeroot.so")]
+        if self.spec.fakeroot_state:
+            self.libs.append((self.spec.fakeroot_state, FAKEROOT_STATE))
+
+    def _plan_libs(self) -> None:
+        """As Apptainer does: a directory of the session, holding one mount
+        point per file, goes over /.singularity.d/libs; the host files are
+        bound onto those points.  So they need no mount points in the image,
+        which --writable (a build's %post) could not create."""
+        if not self.libs:
+            return
+        libs = self.session.sub("libs")
+        os.makedirs(libs, exist_ok=True)
+        for _host, name in self.libs:
+            open(f"{libs}/{name}", "a").close()
+        self.add(libs, LIBS_DIR, recursive=False)
+        for host, name in self.libs:
+            self.add(host, f"{LIBS_DIR}/{name}", recursive=False)
+
     def _plan_identity(self, lower: str) -> None:
         spec = self.spec
         who = spec.identity
+        if who.uid == 0:
+            # Root (real, or of a fakeroot namespace) keeps the image's own
+            # files, so that package scripts can add users and groups.
+            log.debug("Not updating passwd/group files, running as root!")
+            return
         for name in ("passwd", "group"):
             try:
                 path = lower + resolve_in_root(lower, f"/etc/{name}")
@@ -299,7 +327,28 @@ class Tree:
             except OSError as err:
                 log.debug("could not make the root read-only: %s", err)
         mount_proc = spec.pid_ns and "proc" not in spec.no_mount
-        return Plan(self.root, cwd, argv, base, has_shell, scripts, mount_proc)
+        return Plan(self.root, cwd, argv, base, has_shell, scripts, mount_proc,
+                    self._fakeroot_wrapper(has_shell, base))
+
+    def _fakeroot_wrapper(self, has_shell: bool, env: dict[str, str]) -> tuple[str, ...]:
+        """``fakeroot -f faked -l lib [-i db -s db]`` inside, and its variables."""
+        spec = self.spec
+        if spec.fakeroot_tool is None:
+            return ()
+        if not has_shell:
+            log.warning("the fakeroot command needs /bin/sh in the container: running in "
+                        "the root-mapped namespace only")
+            return ()
+        env["PATH"] = f"{env.get('PATH') or DEFAULT_PATH}:{LIBS_DIR}"
+        # libfakeroot must not try real changes of owner: in a root-mapped
+        # namespace they fail for every id but 0 (Apptainer sets it too).
+        env["FAKEROOTDONTTRYCHOWN"] = "1"
+        wrapper = [f"{LIBS_DIR}/fakeroot", "-f", f"{LIBS_DIR}/faked",
+                   "-l", f"{LIBS_DIR}/libfakeroot.so"]
+        if spec.fakeroot_state:
+            state = f"{LIBS_DIR}/{FAKEROOT_STATE}"
+            wrapper += ["-i", state, "-s", state]
+        return tuple(wrapper)
 
     def _working_dir(self) -> str:
         spec = self.spec

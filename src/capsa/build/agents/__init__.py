@@ -10,6 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capsa.build.sandbox import REAL_OWNERS, Ownership
 from capsa.deffile.model import Stage
 from capsa.errors import UsageError
 from capsa.proc import DEFAULT_RUNNER, Runner
@@ -36,6 +37,7 @@ class AgentContext:
     work: Path
     pull: PullOptions = field(default_factory=PullOptions)
     runner: Runner = DEFAULT_RUNNER
+    ownership: Ownership = REAL_OWNERS
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,9 @@ def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
     if stage.get("fingerprints"):
         check_fingerprints(path, stage.get("fingerprints"))
     if path.is_dir():
-        copy_tree(path, rootfs, context.runner)
+        copy_tree(path, rootfs, context.runner, context.ownership)
     else:
-        unpack_image(path, rootfs, context.runner)
+        unpack_image(path, rootfs, context.runner, context.ownership)
     return Base(name=str(path.resolve()), has_metadata=(rootfs / ".singularity.d").is_dir())
 
 

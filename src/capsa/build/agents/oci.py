@@ -42,7 +42,7 @@ def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
         image = context.work / "base.sif"
         digest = pull(uri, image, context.pull).manifest_digest or ""
     log.info("Extracting OCI image...")
-    unpack_image(image, rootfs, context.runner)
+    unpack_image(image, rootfs, context.runner, context.ownership)
     config = _oci_config(image)
     if image.parent == context.work:
         image.unlink()

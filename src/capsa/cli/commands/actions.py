@@ -19,13 +19,15 @@ from capsa.errors import ContainerError, NotFoundError, UsageError
 if TYPE_CHECKING:
     from capsa.runtime.gpu import GpuPlan
     from capsa.runtime.spec import ContainerSpec, Identity, OverlaySpec
+    from capsa.userns import FakerootTool, IdMap
 
 HELP = "Run a command, the runscript, a shell or the test in a container"
 
 _NO_MOUNT = ("proc", "sys", "dev", "devpts", "home", "tmp", "hostfs", "cwd", "bind-paths")
 # Boolean flags that Apptainer also reads from APPTAINER_<NAME> / SINGULARITY_<NAME>.
 _ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writable_tmpfs",
-              "fakeroot", "pid", "ipc", "no_init", "unsquash", "nv", "nvccli", "rocm")
+              "fakeroot", "pid", "ipc", "no_init", "unsquash", "nv", "nvccli", "rocm",
+              "ignore_subuid", "ignore_fakeroot_command")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("-o", "--overlay", action="append", default=[], metavar="DIR[:ro]",
         help="a directory overlay")
     add("-f", "--fakeroot", action="store_true", help="run as uid 0 inside")
+    add("--ignore-subuid", action="store_true",
+        help="with --fakeroot, ignore /etc/subuid and /etc/subgid (root-mapped namespace)")
+    add("--ignore-fakeroot-command", action="store_true",
+        help="with --fakeroot, do not use the host's fakeroot command")
+    # A build's fakeroot database, loaded and saved by fakeroot(1) in %post.
+    add("--fakeroot-state", metavar="FILE", help=argparse.SUPPRESS)
     add("-p", "--pid", action="store_true", help="a new PID namespace")
     add("-i", "--ipc", action="store_true", help="a new IPC namespace")
     add("--no-init", action="store_true", help="no init process as PID 1 with --pid")
@@ -235,6 +243,7 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
     overlays = tuple(_overlay(o) for o in args.overlay)
     net_ns = _network(args)
     _resource_limits(args)
+    idmap, fakeroot_tool = _user_namespace(args)
     if args.pwd and not args.pwd.startswith("/"):
         raise UsageError(f"--pwd must be an absolute path: {args.pwd}")
     return ContainerSpec(
@@ -248,8 +257,23 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         contain=args.contain, pid_ns=args.pid,
         ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
         writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
-        use_fuse=not args.unsquash, gpu=_gpu(args),
+        use_fuse=not args.unsquash, gpu=_gpu(args), idmap=idmap,
+        fakeroot_tool=fakeroot_tool,
+        fakeroot_state=os.path.abspath(args.fakeroot_state) if args.fakeroot_state else None,
     )
+
+
+def _user_namespace(args: argparse.Namespace) -> tuple[IdMap | None, FakerootTool | None]:
+    """The user namespace to create, and fakeroot(1) where ids are faked."""
+    from capsa import userns
+
+    if args.fakeroot:
+        plan = userns.plan_fakeroot(ignore_subuid=args.ignore_subuid,
+                                    ignore_command=args.ignore_fakeroot_command)
+        return plan.idmap, plan.tool
+    if os.geteuid() == 0:
+        return None, None  # real root, or root of a build's namespace already
+    return userns.own_map(os.geteuid(), os.getegid()), None
 
 
 def _workdir(value: str | None) -> str | None:

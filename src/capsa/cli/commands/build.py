@@ -28,6 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("-T", "--notest", action="store_true", help="do not run the %%test section")
     add("-f", "--fakeroot", action="store_true", default=_env_flag("FAKEROOT"),
         help="run %%post and %%test as uid 0 in a user namespace (default as a user)")
+    add("--ignore-subuid", action="store_true", default=_env_flag("IGNORE_SUBUID"),
+        help="ignore /etc/subuid and /etc/subgid: build in a root-mapped namespace")
+    add("--ignore-fakeroot-command", action="store_true",
+        default=_env_flag("IGNORE_FAKEROOT_COMMAND"),
+        help="do not use the host's fakeroot command in a root-mapped namespace")
     add("-u", "--update", action="store_true",
         help="run the definition over an existing sandbox (skips the bootstrap)")
     add("--section", action="append", default=[], metavar="NAME",
@@ -83,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_target(dest, args.force, args.sandbox)
     definition = definition_for(args.spec, build_args(args), args.warn_unused_build_args)
+    options = as_fakeroot(build_options(args), args)
     try:
-        build(definition, dest, build_options(args))
+        build(definition, dest, options)
     except OSError as err:
         from capsa.errors import EnvironmentFailure
 
@@ -92,6 +98,44 @@ def run(args: argparse.Namespace) -> int:
         raise EnvironmentFailure(f"While performing build: {err.strerror or err}{where}"
                                  ) from err
     return 0
+
+
+def as_fakeroot(options: Any, args: argparse.Namespace) -> Any:
+    """An unprivileged build runs as root of a user namespace, entered here
+    for the whole build, as Apptainer implies ``--fakeroot`` for it: with the
+    user's subordinate ids where there are some (owners kept for real), else
+    root-mapped, with fakeroot(1) keeping the owners in its database.
+
+    The options were computed before (home, credentials: the caller's)."""
+    import dataclasses
+
+    from capsa import userns
+    from capsa.build.sandbox import Ownership
+    from capsa.cli import log
+    from capsa.errors import EnvironmentFailure
+
+    plan = userns.plan_fakeroot(ignore_subuid=args.ignore_subuid,
+                                ignore_command=args.ignore_fakeroot_command)
+    if plan.idmap is not None:
+        try:
+            userns.enter(plan.idmap)
+            if plan.idmap.wide:
+                os.setgroups([])
+        except OSError as err:
+            raise EnvironmentFailure(f"could not create a user namespace for the build: "
+                                     f"{err.strerror}") from err
+    current = plan.idmap or userns.current_map()
+    if current is None or current.wide:
+        return options  # real root, or root over subordinate ids: real owners
+    if plan.tool is None:
+        log.info("Installing some packages may fail")
+        ownership = Ownership("all-root")
+    else:
+        log.info("The %post section will be run under the fakeroot command")
+        ownership = Ownership("fakeroot", plan.tool)
+    container = dataclasses.replace(options.container,
+                                    ignore_fakeroot_command=plan.tool is None)
+    return dataclasses.replace(options, ownership=ownership, container=container)
 
 
 def _cleanup_on_sigterm() -> None:
