@@ -3,6 +3,8 @@
 - ``capsa``: run the CLI as the current user (root in CI).
 - ``capsa_user``: run the CLI as an unprivileged user the suite creates.
 - ``any_capsa``: both, as a parametrised fixture (``root`` and ``user``).
+- ``capsa_nosub``: as a second unprivileged user, without subordinate ids.
+- ``every_capsa``: root, the user with subordinate ids and the one without.
 - ``scratch``: a fresh directory both identities can read and write.
 - ``interop``: ``../shared/interop/sif-reference``, skipping when absent.
 - ``reports``: what the library reported through :mod:`capsa.report`.
@@ -25,7 +27,7 @@ import pytest
 
 from support.cli import Capsa
 from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
-from support.users import User, current_user, ensure_test_user
+from support.users import User, current_user, ensure_test_user, ensure_user_without_subids
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -110,6 +112,32 @@ def any_capsa(request: pytest.FixtureRequest, source_copy: Path) -> Capsa:
     if not is_root():
         return Capsa(current_user(), source_copy)
     return Capsa(ensure_test_user(), source_copy)
+
+
+@pytest.fixture(scope="session")
+def nosub_user() -> User:
+    if not is_root():
+        pytest.skip("creating the unprivileged test users needs root")
+    return ensure_user_without_subids()
+
+
+@pytest.fixture
+def capsa_nosub(source_copy: Path, nosub_user: User) -> Capsa:
+    """The CLI as an unprivileged user without subordinate ids."""
+    return Capsa(nosub_user, source_copy)
+
+
+@pytest.fixture(params=["root", "subuid", "no-subuid"])
+def every_capsa(request: pytest.FixtureRequest, source_copy: Path) -> Capsa:
+    """The CLI as root, as a user with a range of subordinate ids, and as a
+    user without one: the three ways a build or ``--fakeroot`` runs."""
+    if not is_root():
+        pytest.skip("the three identities need root to set up")
+    if request.param == "root":
+        return Capsa(current_user(), source_copy)
+    if request.param == "subuid":
+        return Capsa(ensure_test_user(), source_copy)
+    return Capsa(ensure_user_without_subids(), source_copy)
 
 
 @pytest.fixture

@@ -70,11 +70,15 @@ class IdMap(NamedTuple):
 
 
 class FakerootTool(NamedTuple):
-    """The host's ``fakeroot(1)``: its script, daemon and preload library."""
+    """The host's ``fakeroot(1)``: its script, daemon and preload library,
+    the ``getopt`` the script needs, and the dynamic loader they need in a
+    container (host binaries: they run only over a compatible C library)."""
 
     script: str
     faked: str
     library: str
+    getopt: str = ""
+    interpreter: str = ""
 
 
 class Fakeroot(NamedTuple):
@@ -287,11 +291,10 @@ def _fakeroot_parts(script: str) -> FakerootTool | None:
         name, sep, value = line.strip().partition("=")
         if sep and name in ("FAKED", "FAKEROOT_LIB", "PATHS", "FAKEROOT_PREFIX",
                             "FAKEROOT_BINDIR") and name not in values:
-            values[name] = value.strip().strip("'\"")
-    for key in ("FAKEROOT_PREFIX", "FAKEROOT_BINDIR"):
-        for other in ("FAKED", "PATHS"):
-            if other in values and key in values:
-                values[other] = values[other].replace("${" + key + "}", values[key])
+            value = value.strip().strip("'\"")
+            for known, text_value in values.items():  # ${VAR} of earlier lines
+                value = value.replace("${" + known + "}", text_value)
+            values[name] = value
     faked = values.get("FAKED", "")
     library = values.get("FAKEROOT_LIB", "")
     if not faked.startswith("/") or not os.access(faked, os.X_OK) or not library:
@@ -299,8 +302,43 @@ def _fakeroot_parts(script: str) -> FakerootTool | None:
     for directory in values.get("PATHS", "").split(":"):
         candidate = f"{directory}/{library}"
         if directory.startswith("/") and os.path.isfile(candidate):
-            return FakerootTool(script, faked, candidate)
+            return FakerootTool(script, faked, candidate, _find("getopt") or "",
+                                elf_interpreter(faked))
     return None
+
+
+def elf_interpreter(path: str) -> str:
+    """The dynamic loader an ELF executable names (PT_INTERP), or ""."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+            if head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] != 1:
+                return ""  # not ELF, or big-endian (no host capsa runs on)
+            # (e_phoff, e_phentsize, e_phnum) and, in a program header,
+            # (p_type, p_offset, p_filesz), for ELF64 and ELF32.
+            if head[4] == 2:
+                phoff, = struct.unpack_from("<Q", head, 32)
+                size, count = struct.unpack_from("<HH", head, 54)
+                layout = ("<I", 0, "<Q", 8, "<Q", 32)
+            else:
+                phoff, = struct.unpack_from("<I", head, 28)
+                size, count = struct.unpack_from("<HH", head, 42)
+                layout = ("<I", 0, "<I", 4, "<I", 16)
+            for index in range(min(count, 64)):
+                handle.seek(phoff + index * size)
+                entry = handle.read(size)
+                kind, = struct.unpack_from(layout[0], entry, layout[1])
+                if kind != 3:  # PT_INTERP
+                    continue
+                offset, = struct.unpack_from(layout[2], entry, layout[3])
+                length, = struct.unpack_from(layout[4], entry, layout[5])
+                handle.seek(offset)
+                return handle.read(min(length, 4096)).rstrip(b"\0").decode(errors="replace")
+    except (OSError, ValueError, OverflowError, struct.error):
+        return ""
+    return ""
 
 
 def _find(program: str) -> str | None:

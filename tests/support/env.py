@@ -17,6 +17,7 @@ VENV = Path(os.environ.get("CAPSA_VENV", "/opt/capsa/venv"))
 # and pytest's own tmp_path (under /tmp/pytest-of-root, mode 0700) it cannot.
 SCRATCH = Path(os.environ.get("CAPSA_TEST_SCRATCH", "/var/tmp/capsa-tests"))
 TEST_USER = os.environ.get("CAPSA_TEST_USER", "capsatest")
+NO_SUBIDS_USER = os.environ.get("CAPSA_TEST_USER_NO_SUBIDS", "capsanosub")
 
 
 def is_root() -> bool:

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.env import TEST_USER
+from support.env import NO_SUBIDS_USER, TEST_USER
 
 
 @dataclass(frozen=True)
@@ -54,20 +54,46 @@ def current_user() -> User:
 
 
 def ensure_test_user() -> User:
-    """Create (once) and return the unprivileged test user."""
+    """Create (once) and return the unprivileged test user, who has a range
+    of subordinate ids (as sites give users for ``--fakeroot``)."""
+    user = _ensure_user(TEST_USER)
+    _ensure_subids(TEST_USER)
+    return user
+
+
+def ensure_user_without_subids() -> User:
+    """A second unprivileged user with no range in /etc/subuid or /etc/subgid
+    (``--fakeroot`` then falls back to a root-mapped namespace)."""
+    user = _ensure_user(NO_SUBIDS_USER)
+    _drop_subids(NO_SUBIDS_USER)
+    return user
+
+
+def _ensure_user(name: str) -> User:
     try:
-        entry = pwd.getpwnam(TEST_USER)
+        entry = pwd.getpwnam(name)
     except KeyError:
         subprocess.run(
-            ["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", TEST_USER],
+            ["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", name],
             check=True,
         )
-        entry = pwd.getpwnam(TEST_USER)
+        entry = pwd.getpwnam(name)
     home = Path(entry.pw_dir)
     home.mkdir(exist_ok=True)
     os.chown(home, entry.pw_uid, entry.pw_gid)
-    _ensure_subids(TEST_USER)
     return User(entry.pw_name, entry.pw_uid, entry.pw_gid, home)
+
+
+def _drop_subids(name: str) -> None:
+    """useradd gives new users a range where /etc/login.defs says so: not this one."""
+    for table in ("/etc/subuid", "/etc/subgid"):
+        path = Path(table)
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if not line.startswith(f"{name}:")]
+        if kept != lines:
+            path.write_text("".join(f"{line}\n" for line in kept))
 
 
 def _ensure_subids(name: str) -> None:

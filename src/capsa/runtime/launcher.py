@@ -65,10 +65,16 @@ def launch(spec: ContainerSpec,
     rootless = not host_root(spec)
     session = Session(session_tmpdir(), rootless=rootless)
     try:
-        lower = _prepare_image(session, spec, rootless)
+        extract = _must_extract(spec, rootless)
+        # Extracted on the host, unless the namespace maps the image's owners
+        # (subordinate ids): unsquashfs then keeps them, as root inside.
+        owners_mapped = spec.idmap is not None and spec.idmap.wide
+        lower = session.extract(spec.image) if extract and not owners_mapped else None
         _enter_namespaces(spec)
         linux.make_private("/")
         session.mount_tmpfs()
+        if extract and lower is None:
+            lower = session.extract(spec.image)
         lower = _mount_image(session, spec, lower, rootless)
         if session.fuse_pid:
             session.prefetch(lower, _first_programs(spec))
@@ -98,16 +104,13 @@ def _first_programs(spec: ContainerSpec) -> list[str]:
     return programs
 
 
-def _prepare_image(session: Session, spec: ContainerSpec, rootless: bool) -> str | None:
-    """Extract before leaving the host namespaces when FUSE/loop cannot serve."""
-    image = spec.image
-    if image.kind != "squashfs":
-        return None
+def _must_extract(spec: ContainerSpec, rootless: bool) -> bool:
+    """A squashfs that neither FUSE nor a loop device can serve is extracted."""
+    if spec.image.kind != "squashfs":
+        return False
     if not spec.use_fuse or fuse_disabled() or (rootless and not fuse_usable()):
-        return session.extract(image)
-    if not rootless and not os.path.exists("/dev/loop-control"):
-        return session.extract(image)
-    return None
+        return True
+    return not rootless and not os.path.exists("/dev/loop-control")
 
 
 def host_root(spec: ContainerSpec) -> bool:

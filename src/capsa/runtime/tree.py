@@ -187,6 +187,8 @@ class Tree:
         assert tool is not None
         self.libs += [(tool.script, "fakeroot"), (tool.faked, "faked"),
                       (tool.library, "libfakeroot.so")]
+        if tool.getopt:
+            self.libs.append((tool.getopt, "getopt"))
         if self.spec.fakeroot_state:
             self.libs.append((self.spec.fakeroot_state, FAKEROOT_STATE))
 
@@ -333,11 +335,16 @@ class Tree:
     def _fakeroot_wrapper(self, has_shell: bool, env: dict[str, str]) -> tuple[str, ...]:
         """``fakeroot -f faked -l lib [-i db -s db]`` inside, and its variables."""
         spec = self.spec
-        if spec.fakeroot_tool is None:
+        tool = spec.fakeroot_tool
+        if tool is None:
             return ()
-        if not has_shell:
-            log.warning("the fakeroot command needs /bin/sh in the container: running in "
-                        "the root-mapped namespace only")
+        loader = tool.interpreter
+        if not has_shell or (loader and not os.path.exists(
+                self.root + resolve_in_root(self.root, loader))):
+            # The host's fakeroot is a shell script and dynamically linked
+            # programs: a static image (busybox) cannot run them.
+            log.info("the fakeroot command cannot run in this container (it needs /bin/sh "
+                     "and %s): using only the root-mapped namespace", loader or "a C library")
             return ()
         env["PATH"] = f"{env.get('PATH') or DEFAULT_PATH}:{LIBS_DIR}"
         # libfakeroot must not try real changes of owner: in a root-mapped
