@@ -105,6 +105,7 @@ def _with_fakeroot_database(options: BuildOptions, work: Path) -> BuildOptions:
     if options.ownership.kind != "fakeroot":
         return options
     state = work / "fakeroot.db"
+    state.touch(0o600)  # %post binds it in, whether or not a base was unpacked
     return dataclasses.replace(
         options, ownership=dataclasses.replace(options.ownership, state=state),
         container=dataclasses.replace(options.container, fakeroot_state=str(state)))

@@ -57,8 +57,6 @@ class Ownership:
         """*argv* under fakeroot(1) with the build's database, if any."""
         if self.kind != "fakeroot" or self.tool is None or self.state is None:
             return argv
-        if not self.state.exists():
-            self.state.touch(0o600)
         state = str(self.state)
         return [self.tool.script, "-i", state, "-s", state, "--", *argv]
 

@@ -99,8 +99,9 @@ def read_env_file(path: str) -> dict[str, str]:
 
 
 def base_env(host: Mapping[str, str], *, home: str, image_ref: str, action: str,
-             binds: str) -> dict[str, str]:
-    """What the env scripts start from (host variables, then Apptainer's own)."""
+             binds: str, app: str | None = None) -> dict[str, str]:
+    """What the env scripts start from (host variables, then Apptainer's own;
+    ``APPTAINER_APPNAME`` makes the image's ``95-apps.sh`` load the app)."""
     env = dict(host)
     env["HOME"] = home
     env["PATH"] = DEFAULT_PATH
@@ -113,6 +114,8 @@ def base_env(host: Mapping[str, str], *, home: str, image_ref: str, action: str,
         env[prefix + "ENVIRONMENT"] = "/.singularity.d/env/91-environment.sh"
         if binds:
             env[prefix + "BIND"] = binds
+        if app:
+            env[prefix + "APPNAME"] = app
     return env
 
 

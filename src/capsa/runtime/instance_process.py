@@ -357,7 +357,8 @@ def _join_plan(spec: ContainerSpec) -> Plan:
     argv = tree._action_argv(has_shell)
     cwd = tree._working_dir()
     env = envmod.base_env(dict(spec.host_env), home=spec.home_dest, image_ref=spec.image_ref,
-                          action=spec.action, binds=",".join(b.dest for b in spec.binds))
+                          action=spec.action, binds=",".join(b.dest for b in spec.binds),
+                          app=spec.app)
     if spec.gpu is not None:
         env.update(spec.gpu.env)
     scripts = envmod.env_script_paths("", spec.app)

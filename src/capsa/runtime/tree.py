@@ -319,7 +319,7 @@ class Tree:
         argv = self._action_argv(has_shell)
         base = envmod.base_env(dict(spec.host_env), home=spec.home_dest,
                                image_ref=spec.image_ref, action=spec.action,
-                               binds=",".join(b.dest for b in spec.binds))
+                               binds=",".join(b.dest for b in spec.binds), app=spec.app)
         if spec.gpu is not None:
             base.update(spec.gpu.env)
         if not (spec.writable or spec.writable_tmpfs or
