@@ -358,6 +358,7 @@ def _join_plan(spec: ContainerSpec) -> Plan:
     cwd = tree._working_dir()
     env = envmod.base_env(dict(spec.host_env), home=spec.home_dest, image_ref=spec.image_ref,
                           action=spec.action, binds=",".join(b.dest for b in spec.binds))
+    env["PWD"] = cwd
     if spec.gpu is not None:
         env.update(spec.gpu.env)
     scripts = envmod.env_script_paths("", spec.app)

@@ -104,6 +104,9 @@ def _apply_env_defaults(args: argparse.Namespace) -> None:
         if os.environ.get(name):
             args.bind.insert(0, os.environ[name])
             break
+    if not args.pwd:  # Apptainer's --pwd also reads APPTAINER_PWD and APPTAINER_TARGET_PWD
+        args.pwd = next((os.environ[p + n] for n in ("PWD", "TARGET_PWD")
+                         for p in ("APPTAINER_", "SINGULARITY_") if os.environ.get(p + n)), None)
     mounts = os.environ.get("APPTAINER_MOUNT") or os.environ.get("SINGULARITY_MOUNT")
     if mounts:
         args.mount[:0] = [line for line in mounts.splitlines() if line.strip()]
