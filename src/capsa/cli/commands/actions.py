@@ -70,9 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--nv", action="store_true", help="bind the NVIDIA driver")
     add("--nvccli", action="store_true", help="NVIDIA through nvidia-container-cli")
     add("--rocm", action="store_true", help="bind the ROCm driver")
-    add("-n", "--net", action="store_true", help="a new network namespace (--network none)")
-    add("--network", metavar="TYPE", help="network type: none (host is the default)")
-    add("--network-args", action="append", default=[], help=argparse.SUPPRESS)
+    add("-n", "--net", action="store_true",
+        help="a new network namespace (a bridge network, by default)")
+    add("--network", metavar="TYPE",
+        help="network type: none (only the loopback interface); bridge, ptp, ipvlan, "
+             "macvlan and fakeroot need CNI plugins, which capsa does not run")
+    add("--network-args", action="append", default=[], metavar="ARGS",
+        help="arguments for the network's CNI plugins")
     for limit in ("--cpus", "--cpu-shares", "--cpuset-cpus", "--memory", "--memory-swap",
                   "--memory-reservation", "--pids-limit", "--blkio-weight"):
         add(limit, metavar="VALUE", help=argparse.SUPPRESS)
@@ -272,14 +276,48 @@ def _absolute(path: str, flag: str) -> str:
 
 
 def _network(args: argparse.Namespace) -> bool:
-    """``--net``: only ``--network none`` (an isolated namespace with ``lo``) can
-    be done without privileges or helpers; ``host`` means no namespace."""
-    network = args.network or ("none" if args.net else "host")
-    if network == "host" and not args.net:
+    """Whether the container gets a network namespace of its own.
+
+    As in Apptainer: ``--network``/``--network-args`` imply ``--net``, whose
+    default network is ``bridge``; ``--fakeroot`` on an installation without
+    setuid falls back to ``none``.  ``none`` (a namespace with only ``lo``)
+    needs nothing; every other network is made by CNI plugins, which capsa
+    does not run: unprivileged users get Apptainer's refusal, root a FATAL
+    that says so."""
+    from capsa.cli import log
+
+    network = args.network or _env_value("NETWORK")
+    network_args = [*args.network_args, *filter(None, [_env_value("NETWORK_ARGS")])]
+    net = args.net or _env_flag("net") or _env_flag("unshare_net")
+    for flag, given in (("--network", network), ("--network-args", network_args)):
+        if given and not net:
+            log.info(f"Setting --net (required by {flag})")
+            net = True
+    if not net:
         return False
-    if network != "none":
-        raise UsageError(f"network type {network!r} is not supported (use --network none)")
-    return True
+    names = [n.strip() for n in (network or "bridge").split(",") if n.strip()]
+    if args.fakeroot and names != ["none"]:
+        log.warning("fakeroot with unprivileged installation or 'allow setuid = no' could "
+                    "not use 'fakeroot' network, fallback to 'none' network")
+        names = ["none"]
+    if names == ["none"]:
+        return True
+    if os.geteuid() != 0:
+        raise ContainerError("container creation failed: network requires root or a suid "
+                             "installation with /etc/subuid --fakeroot; non-root users can "
+                             "only use --network=none unless permitted by the administrator")
+    cni = ", ".join(n for n in names if n != "none")
+    raise ContainerError(f"container creation failed: network setup failed: the {cni} "
+                         "network needs CNI plugins, which capsa does not run; "
+                         "use --network=none for a network namespace with loopback only")
+
+
+def _env_value(name: str) -> str | None:
+    for prefix in ("APPTAINER_", "SINGULARITY_"):
+        value = os.environ.get(prefix + name)
+        if value:
+            return value
+    return None
 
 
 def _resource_limits(args: argparse.Namespace) -> None:
