@@ -47,6 +47,7 @@ from capsa.runtime.launcher import (
     _exec,
     _monitor,
     enter_tree,
+    fork_container,
     launch,
     run_in_fork,
     spawn_command,
@@ -200,7 +201,7 @@ def _run_instance(spec: ContainerSpec, plan: Plan, template: Instance, startscri
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    pid = fork_container(spec)
     if pid == 0:  # pragma: no cover - the container's PID 1
         os.close(ready_read)
         os.close(notify)
@@ -242,7 +243,8 @@ def _template(spec: ContainerSpec, name: str, logs: tuple[str, str]) -> Instance
     namespace (``--hostname`` and ``--fakeroot`` would change host and user)."""
     return Instance(name=name, pid=0, ppid=0, image=spec.image.path,
                     user=user_name(os.getuid()), userns=os.geteuid() != 0 or spec.fakeroot,
-                    log_err=logs[0], log_out=logs[1], path=state_path(name), start_time=-1)
+                    log_err=logs[0], log_out=logs[1], path=state_path(name), start_time=-1,
+                    cgroup=spec.limits is not None)
 
 
 # -- the container's PID 1 ------------------------------------------------------
@@ -312,6 +314,10 @@ def _signal(pid: int, signum: int) -> None:
 
 def join_instance(spec: ContainerSpec, instance: Instance) -> int:
     """Run *spec*'s action inside *instance*; its exit status."""
+    if instance.cgroup:  # as Apptainer, the joining process shares its limits
+        from capsa.runtime.cgroups import join_cgroup_of
+
+        join_cgroup_of(instance.pid)
     fds = _namespace_fds(instance.pid)
     try:
         for fd, kind in fds:

@@ -83,6 +83,10 @@ def launch(spec: ContainerSpec,
         return (runner or _run)(spec, plan)
     finally:
         session.close()
+        if spec.limits is not None:
+            from capsa.runtime.cgroups import remove
+
+            remove(spec.limits)
 
 
 def _first_programs(spec: ContainerSpec) -> list[str]:
@@ -192,10 +196,28 @@ def _run(spec: ContainerSpec, plan: Plan) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    pid = fork_container(spec)
     if pid == 0:  # pragma: no cover - the container process
         _container(spec, plan)
     return _monitor(pid)
+
+
+def fork_container(spec: ContainerSpec) -> int:
+    """Fork the container's first process, in the container's cgroup when
+    there are resource limits (the monitor itself stays out of it)."""
+    if spec.limits is None:
+        return os.fork()
+    from capsa.runtime import cgroups
+
+    home = cgroups.enter(spec.limits)
+    try:
+        pid = os.fork()
+    except BaseException:
+        cgroups.leave(home)
+        raise
+    if pid:
+        cgroups.leave(home)
+    return pid
 
 
 def _monitor(child: int) -> int:

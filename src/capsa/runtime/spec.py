@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from capsa.runtime.cgroups import Limits
     from capsa.runtime.gpu import GpuPlan
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -88,3 +89,4 @@ class ContainerSpec(NamedTuple):
     fakeroot: bool = False
     use_fuse: bool = True
     gpu: GpuPlan | None = None
+    limits: Limits | None = None  # --cpus, --memory...: the container's cgroup

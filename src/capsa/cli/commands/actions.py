@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from capsa.errors import ContainerError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from capsa.runtime.cgroups import Limits
     from capsa.runtime.gpu import GpuPlan
     from capsa.runtime.spec import ContainerSpec, Identity, OverlaySpec
 
@@ -26,6 +27,19 @@ _NO_MOUNT = ("proc", "sys", "dev", "devpts", "home", "tmp", "hostfs", "cwd", "bi
 # Boolean flags that Apptainer also reads from APPTAINER_<NAME> / SINGULARITY_<NAME>.
 _ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writable_tmpfs",
               "fakeroot", "pid", "ipc", "no_init", "unsquash", "nv", "nvccli", "rocm")
+# Apptainer's resource limit flags, applied through a cgroup (capsa.runtime.cgroups).
+_LIMIT_FLAGS = {
+    "--cpus": "number of CPUs available to the container",
+    "--cpu-shares": "CPU shares for the container (default -1)",
+    "--cpuset-cpus": "list of host CPU ID ranges to execute the container on (1,2,3-4)",
+    "--cpuset-mems": "list of host memory nodes to execute the container on (1,2,3-4)",
+    "--memory": "maximum memory the container may use (1G, 512M...)",
+    "--memory-reservation": "memory soft limit (1G, 512M...)",
+    "--memory-swap": "swap limit: memory plus swap (1G...), -1 for unlimited",
+    "--pids-limit": "limit the number of processes in the container",
+    "--blkio-weight": "block IO relative weight in range 10-1000, 0 to disable",
+    "--blkio-weight-device": "device specific block IO relative weight (DEVICE:WEIGHT)",
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -77,9 +91,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "macvlan and fakeroot need CNI plugins, which capsa does not run")
     add("--network-args", action="append", default=[], metavar="ARGS",
         help="arguments for the network's CNI plugins")
-    for limit in ("--cpus", "--cpu-shares", "--cpuset-cpus", "--memory", "--memory-swap",
-                  "--memory-reservation", "--pids-limit", "--blkio-weight"):
-        add(limit, metavar="VALUE", help=argparse.SUPPRESS)
+    for flag, text in _LIMIT_FLAGS.items():
+        if flag == "--blkio-weight-device":
+            add(flag, metavar="VALUE", action="append", help=text)
+        else:
+            add(flag, metavar="VALUE", help=text)
+    add("--oom-kill-disable", action="store_true", help="disable OOM killer")
     # Not registry_flags.add_registry_flags: that module stays off the exec
     # path (tests/cli/test_import_budget.py); registry_options() reads these.
     add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
@@ -126,6 +143,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("exec requires a command to run: exec [options] IMAGE COMMAND [ARGS]")
     if args.image.startswith("instance://"):  # join a running instance
         from capsa.cli.commands.instance import run_in_instance
+
+        if _limit_flags(args):
+            from capsa.cli import log
+
+            log.warning("Resource limits & cgroups configuration are only applied to "
+                        "instances at instance start.")
+            _clear_limits(args)
 
         return run_in_instance(args)
     pulled = _pull_uri(args) if _is_uri(args.image) else None
@@ -241,7 +265,7 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
     scratch = tuple(_absolute(d, "--scratch") for v in args.scratch for d in v.split(",") if d)
     overlays = tuple(_overlay(o) for o in args.overlay)
     net_ns = _network(args)
-    _resource_limits(args)
+    limits = _resource_limits(args)
     if args.pwd and not args.pwd.startswith("/"):
         raise UsageError(f"--pwd must be an absolute path: {args.pwd}")
     return ContainerSpec(
@@ -255,7 +279,7 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         contain=args.contain, pid_ns=args.pid,
         ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
         writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
-        use_fuse=not args.unsquash, gpu=_gpu(args),
+        use_fuse=not args.unsquash, gpu=_gpu(args), limits=limits,
     )
 
 
@@ -320,16 +344,70 @@ def _env_value(name: str) -> str | None:
     return None
 
 
-def _resource_limits(args: argparse.Namespace) -> None:
-    """Accepted (Nextflow passes --cpus/--memory) but cgroups are not managed."""
-    names = ("cpus", "cpu_shares", "cpuset_cpus", "memory", "memory_swap",
-             "memory_reservation", "pids_limit", "blkio_weight")
-    asked = [n.replace("_", "-") for n in names if getattr(args, n) is not None]
-    if asked:
-        from capsa.cli import log
+def _limit_flags(args: argparse.Namespace) -> list[str]:
+    given = [flag for flag in _LIMIT_FLAGS if getattr(args, _dest(flag))]
+    return given + (["--oom-kill-disable"] if args.oom_kill_disable else [])
 
-        log.warning(f"resource limits (--{', --'.join(asked)}) are not applied: "
-                    "capsa does not manage cgroups")
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def _clear_limits(args: argparse.Namespace) -> None:
+    for flag in _LIMIT_FLAGS:
+        setattr(args, _dest(flag), None)
+    args.oom_kill_disable = False
+
+
+def _resource_limits(args: argparse.Namespace) -> Limits | None:
+    """The limit flags (Nextflow passes --cpus and --memory) as cgroup limits,
+    checked as Apptainer checks them; None when none is given, or when this
+    host gives us no cgroup: then one warning (see log.terminal_warning)."""
+    given = _limit_flags(args)
+    if not given:
+        return None
+    from capsa.runtime import cgroups
+
+    limits = _parse_limits(args)
+    reason = cgroups.unusable_reason()
+    if reason is None:
+        return limits
+    from capsa.cli import log
+
+    log.terminal_warning(f"resource limits ({', '.join(given)}) are not applied: "
+                         f"cannot use cgroups - {reason}")
+    return None
+
+
+def _parse_limits(args: argparse.Namespace) -> Limits:
+    from capsa.runtime import cgroups
+
+    def integer(value: str | None, flag: str) -> int | None:
+        if value is None:
+            return None
+        return cgroups.parse_integer(value, flag)
+
+    shares = integer(args.cpu_shares, "cpu-shares")
+    pids = integer(args.pids_limit, "pids-limit")
+    if pids is not None and pids < -1:
+        raise UsageError(f"invalid pids-limit: {pids}")
+    weight = cgroups.parse_weight(args.blkio_weight, "blkio-weight") \
+        if args.blkio_weight not in (None, "0") else None
+    swap = args.memory_swap
+    return cgroups.Limits(
+        cpu_quota=cgroups.parse_cpus(args.cpus) if args.cpus else None,
+        cpu_shares=shares if shares and shares > 0 else None,
+        cpuset_cpus=args.cpuset_cpus or None, cpuset_mems=args.cpuset_mems or None,
+        memory=cgroups.parse_bytes(args.memory, "memory") if args.memory else None,
+        memory_reservation=cgroups.parse_bytes(args.memory_reservation, "memory-reservation")
+        if args.memory_reservation else None,
+        memory_swap=(-1 if swap == "-1" else cgroups.parse_bytes(swap, "memory-swap"))
+        if swap else None,
+        oom_kill_disable=args.oom_kill_disable,
+        pids=pids if pids else None, blkio_weight=weight,
+        blkio_weight_devices=tuple(cgroups.parse_weight_device(d)
+                                   for d in args.blkio_weight_device or ()),
+    )
 
 
 def _shell_env() -> str | None:
