@@ -53,6 +53,7 @@ from capsa.runtime.launcher import (
     spawn_command,
 )
 from capsa.runtime.mounts import resolve_in_root
+from capsa.runtime.proctitle import INIT, INSTANCE_COMM, instance_title, set_title
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import Plan, Tree
 
@@ -207,6 +208,7 @@ def _run_instance(spec: ContainerSpec, plan: Plan, template: Instance, startscri
         os.close(notify)
         _container(spec, plan, ready_write)
     os.close(ready_write)
+    set_title(instance_title(template.user, template.name), INSTANCE_COMM)
     if not _read_all(ready_read):
         return _monitor(pid) or 255  # it failed; the reason is in the log
     started = process_start_time(os.getpid())
@@ -255,6 +257,7 @@ def _container(spec: ContainerSpec, plan: Plan, ready: int) -> NoReturn:
     def body() -> int:
         enter_tree(plan)
         main = spawn_command(spec, plan) if plan.argv else 0
+        set_title(INIT, INIT)  # before saying ready: a joining `ps` sees appinit
         os.write(ready, b"1")
         os.close(ready)
         return _init(main)

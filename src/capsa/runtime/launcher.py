@@ -275,8 +275,11 @@ def _container(spec: ContainerSpec, plan: Plan) -> NoReturn:
     """In the fork: private mounts, pivot, then exec (or be init)."""
 
     def body() -> int:
+        init = spec.pid_ns and not spec.no_init
+        if init:  # imported here: the host's modules are out of reach after the pivot
+            import capsa.runtime.proctitle  # noqa: F401
         enter_tree(plan)
-        if spec.pid_ns and not spec.no_init:
+        if init:
             return _init(spec, plan)
         _exec(spec, plan)
         return 255  # not reached: _exec replaces the process or raises
@@ -299,8 +302,13 @@ def enter_tree(plan: Plan) -> None:
 
 
 def _init(spec: ContainerSpec, plan: Plan) -> int:
-    """PID 1 of the container: run the command, reap, forward signals."""
-    return _monitor(spawn_command(spec, plan))
+    """PID 1 of the container: run the command, reap, forward signals.
+    Named as Apptainer's init once the command is on its way."""
+    command = spawn_command(spec, plan)
+    from capsa.runtime.proctitle import INIT, set_title
+
+    set_title(INIT, INIT)
+    return _monitor(command)
 
 
 def spawn_command(spec: ContainerSpec, plan: Plan) -> int:
