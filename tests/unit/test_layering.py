@@ -40,12 +40,14 @@ ALLOWED: dict[str, set[str]] = {
         "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci",
     },
-    "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.sif", "capsa.squashfs", "capsa.digest"},
+    "capsa.legacyimage": set(),
+    "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.sif", "capsa.squashfs", "capsa.digest",
+                      "capsa.legacyimage"},
     "capsa.deffile": set(),
     "capsa.build": {
         "capsa.deffile", "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pull",
-        "capsa.linux", "capsa.integrity",
+        "capsa.linux", "capsa.integrity", "capsa.legacyimage",
     },
     "capsa.cli": {"*"},
 }

@@ -105,6 +105,12 @@ def _first_programs(spec: ContainerSpec) -> list[str]:
 def _prepare_image(session: Session, spec: ContainerSpec, rootless: bool) -> str | None:
     """Extract before leaving the host namespaces when FUSE/loop cannot serve."""
     image = spec.image
+    if image.kind == "ext3":
+        if rootless or fuse_disabled() or not os.path.exists("/dev/loop-control"):
+            from capsa.runtime.image import ext3_unmountable
+
+            raise ext3_unmountable(image.path)
+        return None
     if image.kind != "squashfs":
         return None
     if not spec.use_fuse or fuse_disabled() or (rootless and not fuse_usable()):
@@ -150,7 +156,7 @@ def _mount_image(session: Session, spec: ContainerSpec, extracted: str | None,
         try:
             return session.mount_squashfs_loop(image)
         except OSError as err:
-            raise ContainerError(f"failed to mount squashfs image {image.path}: "
+            raise ContainerError(f"failed to mount {image.kind} image {image.path}: "
                                  f"{err.strerror}") from err
     uid = 0 if spec.fakeroot else os.geteuid()
     gid = 0 if spec.fakeroot else os.getegid()

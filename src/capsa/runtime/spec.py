@@ -29,7 +29,8 @@ class ImageSpec(NamedTuple):
     """Where the container's root filesystem comes from.
 
     ``kind`` is ``"squashfs"`` (a byte range of *path*, e.g. a SIF's system
-    partition) or ``"dir"`` (a sandbox directory).
+    partition), ``"ext3"`` (a Singularity 2.x image, mounted by root only) or
+    ``"dir"`` (a sandbox directory).
     """
 
     kind: str
