@@ -387,15 +387,21 @@ DOCS: dict[str, Doc] = {
     ),
 }
 
-for _name, _short in (("new", "Write an empty SIF image"), ("add", "Append an object"),
-                      ("del", "Remove an object"), ("list", "List the objects"),
-                      ("info", "Describe an object"), ("dump", "Print an object"),
-                      ("header", "Print the global header"),
-                      ("setprim", "Choose the primary partition")):
+for _name, _short, _example in (
+        ("new", "Write an empty SIF image", "new empty.sif"),
+        ("add", "Append an object", "add --datatype 4 --parttype 1 --partfs 1 --partarch 2 "
+                                    "image.sif rootfs.sqfs"),
+        ("del", "Remove an object", "del 3 image.sif"),
+        ("list", "List the objects", "list image.sif"),
+        ("info", "Describe an object", "info 4 image.sif"),
+        ("dump", "Print an object", "dump 1 image.sif > deffile"),
+        ("header", "Print the global header", "header image.sif"),
+        ("setprim", "Choose the primary partition", "setprim 4 image.sif")):
     _takes_id = _name in ("del", "info", "dump", "setprim")
     DOCS[f"sif {_name}"] = Doc(_short, f"sif {_name} [{_name} options...] "
                                + ("<id> " if _takes_id else "") + "<sif path>"
-                               + (" <object path>" if _name == "add" else ""))
+                               + (" <object path>" if _name == "add" else ""),
+                               examples=f"  $ {{prog}} sif {_example}")
 DOCS["siftool"] = DOCS["sif"]._replace(usage="siftool <command>")
 
 

@@ -228,12 +228,31 @@ def apptainer_version() -> str:
     return f"{APPTAINER_VERSION}+capsa.{__version__}"
 
 
+_GROUPS = ("cache", "instance", "key", "registry", "sif", "siftool")
+
+
+def _asks_help(rest: list[str]) -> bool:
+    """A help flag among nothing but a command's words (``--help exec``,
+    ``instance --help start``), as cobra reads them; never a command's
+    arguments (``exec IMAGE ls --help`` runs ``ls --help``)."""
+    helps = [word for word in rest if word in ("-h", "--help")]
+    words = [word for word in rest if word not in helps]
+    if not helps or not words or any(word.startswith("-") for word in words):
+        return False
+    return len(words) == 1 or (len(words) == 2 and words[0] in _GROUPS)
+
+
 def dispatch(argv: Sequence[str]) -> int:
     opts, rest = parse_globals(argv)
     log.setup(opts.level, opts.colour)
-    if rest and rest[0] in ("-h", "--help", "help"):
-        # `help instance start` and `--help exec` (spython's Client.help)
-        rest = [*rest[1:], "--help"] if len(rest) > 1 else []
+    if rest in (["-h"], ["--help"]):
+        rest = []
+    elif (rest and rest[0] == "help") or _asks_help(rest):
+        # `help instance start`, `--help exec` (spython's Client.help) and
+        # `instance --help start`: the help of the command the words name
+        words = [word for word in rest[1 if rest[0] == "help" else 0:]
+                 if word not in ("-h", "--help")]
+        rest = [*words, "--help"] if words else []
     if not rest:
         sys.stdout.write(usage_text())
         return 0
