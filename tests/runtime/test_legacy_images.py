@@ -87,3 +87,18 @@ def test_build_converts_legacy_images(any_capsa: Capsa, legacy: dict[str, Path],
         assert built.returncode == 0, built
         ran = any_capsa("run", str(out), "converted")
         assert (ran.returncode, ran.stdout) == (0, "runscript args: converted\n"), ran
+
+
+def test_simg_runs_as_a_program(any_capsa: Capsa, legacy: dict[str, Path]) -> None:
+    """``./image.simg args``: the launch line runs ``run-singularity`` from PATH."""
+    import subprocess
+
+    env = any_capsa.user.base_env()
+    env["PATH"] = f"{any_capsa.pythonpath / 'bin'}:{env['PATH']}"
+    argv = any_capsa.user.wrap([str(legacy["simg"]), "one", "two"])
+    if argv[0] == "setpriv":
+        at = argv.index("--reset-env") + 1
+        argv = [*argv[:at], "env", *(f"{k}={v}" for k, v in env.items()), *argv[at:]]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
+                          cwd=str(any_capsa.user.home))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "runscript args: one two\n", "")
