@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import Capsa
+from support.cli import Capsa, write_programs
 from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
 from support.users import User, current_user, ensure_test_user, ensure_user_without_subids
 
@@ -70,6 +70,7 @@ def source_copy() -> Iterator[Path]:
         for name in files:
             os.chmod(os.path.join(root, name), 0o644)
     os.chmod(dest, 0o755)
+    write_programs(dest)
     yield dest
     shutil.rmtree(dest, ignore_errors=True)
 

@@ -10,4 +10,10 @@ codes.
 
 __version__ = "1.0.0"
 
-__all__ = ["__version__"]
+# The Apptainer command-line level capsa implements.  ``apptainer --version``
+# reports it (with capsa's own version as a build suffix) because clients
+# gate features on it: cwltool uses ``run --no-eval`` from 1.1 on, Snakemake
+# requires 1.0.0.  ``capsa --version`` reports ``__version__``.
+APPTAINER_VERSION = "1.4.5"
+
+__all__ = ["APPTAINER_VERSION", "__version__"]

@@ -42,6 +42,10 @@ def test_credentials_from_env(tmp_path: Path) -> None:
     assert registry_options(_args(), env, tmp_path).credentials == Credentials("u", "p")
     legacy = {"SINGULARITY_DOCKER_USERNAME": "l", "SINGULARITY_DOCKER_PASSWORD": "q"}
     assert registry_options(_args(), legacy, tmp_path).credentials == Credentials("l", "q")
+    plain = {"DOCKER_USERNAME": "d", "DOCKER_PASSWORD": "e"}
+    assert registry_options(_args(), plain, tmp_path).credentials == Credentials("d", "e")
+    assert registry_options(_args(), {**plain, **env}, tmp_path).credentials == \
+        Credentials("u", "p")
     flags = _args("--docker-username", "f", "--docker-password", "g")
     assert registry_options(flags, {}, tmp_path).credentials == Credentials("f", "g")
     with pytest.raises(UsageError, match="without a username"):

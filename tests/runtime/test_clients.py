@@ -47,7 +47,8 @@ def test_snakemake_command_line(any_capsa: Capsa, images: dict[str, Path],
 
 def test_nextflow_resource_limits_are_accepted(any_capsa: Capsa,
                                                images: dict[str, Path]) -> None:
+    # applied where the host gives a cgroup, else a warning only a terminal sees:
+    # either way the job's output alone (tests/runtime/test_resource_limits.py)
     result = any_capsa("exec", "--no-home", "--pid", "--cpus", "2", "--memory", "1G",
                        str(images["sif"]), "echo", "ok")
-    assert (result.returncode, result.stdout) == (0, "ok\n"), result
-    assert result.stderr.startswith("WARNING: resource limits (--cpus, --memory)")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", ""), result

@@ -179,16 +179,6 @@ def test_without_overlayfs_missing_points_are_skipped(any_capsa: Capsa,
     assert "skipping mount of /not/in/image" in result.stderr
 
 
-def test_network_none(any_capsa: Capsa, images: dict[str, Path]) -> None:
-    sif = str(images["sif"])
-    isolated = any_capsa("exec", "--net", "--network", "none", sif, "sh", "-c",
-                         "ls /sys/class/net")
-    assert (isolated.returncode, isolated.stdout) == (0, "lo\n"), isolated
-    bridge = any_capsa("exec", "--net", "--network", "bridge", sif, "true")
-    assert bridge.returncode == 255
-    assert bridge.stderr.startswith("FATAL:   network type 'bridge' is not supported")
-
-
 def test_image_without_test_script(any_capsa: Capsa, images: dict[str, Path],
                                    scratch: Path) -> None:
     import shutil

@@ -26,9 +26,35 @@ class Result:
         )
 
 
+PROGRAMS = ("apptainer", "singularity", "run-singularity")
+_PROGRAM = """#!{python}
+import sys
+sys.path.insert(0, {source!r})
+from capsa.cli.main import {entry}
+{entry}()
+"""
+
+
+def write_programs(source: Path) -> Path:
+    """``<source>/bin/{apptainer,singularity,run-singularity}``: the names
+    clients call, running this copy of capsa (as the installed commands do,
+    ``sys.argv[0]`` names the program).  Put the directory first on PATH
+    to have a client program run them."""
+    bin_dir = source / "bin"
+    bin_dir.mkdir(mode=0o755, exist_ok=True)
+    for name in PROGRAMS:
+        entry = "run_singularity_entry" if name == "run-singularity" else "entry"
+        path = bin_dir / name
+        path.write_text(_PROGRAM.format(python=VENV / "bin" / "python", source=str(source),
+                                        entry=entry))
+        path.chmod(0o755)
+    return bin_dir
+
+
 @dataclass
 class Capsa:
-    """``capsa`` as *user*, from the world-readable copy of the sources."""
+    """``capsa`` as *user*, from the world-readable copy of the sources;
+    with *program* ``apptainer`` or ``singularity``, under that name."""
 
     user: User
     pythonpath: Path
@@ -36,7 +62,13 @@ class Capsa:
     program: str = "capsa"
 
     def argv(self, *args: str) -> list[str]:
+        if self.program != "capsa":
+            return [str(self.pythonpath / "bin" / self.program), *args]
         return [str(VENV / "bin" / "python"), "-m", "capsa", *args]
+
+    def as_program(self, program: str) -> Capsa:
+        """The same user and sources, called as *program*."""
+        return Capsa(self.user, self.pythonpath, dict(self.env), program)
 
     def full_env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         env = self.user.base_env()

@@ -13,6 +13,8 @@ SRC = REPO / "src"
 SHARED = Path(os.environ.get("CAPSA_SHARED", REPO.parent / "shared"))
 INTEROP = SHARED / "interop" / "sif-reference"
 VENV = Path(os.environ.get("CAPSA_VENV", "/opt/capsa/venv"))
+# spython, Snakemake, cwltool, singularity-compose (scripts/install-deps)
+CLIENTS = Path(os.environ.get("CAPSA_CLIENTS", "/opt/capsa/clients"))
 # A world-readable scratch area: the unprivileged user must reach test files,
 # and pytest's own tmp_path (under /tmp/pytest-of-root, mode 0700) it cannot.
 SCRATCH = Path(os.environ.get("CAPSA_TEST_SCRATCH", "/var/tmp/capsa-tests"))

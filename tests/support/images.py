@@ -80,6 +80,25 @@ def make_squashfs(rootfs: Path, dest: Path) -> Path:
     return dest
 
 
+LAUNCH_LINE = b"#!/usr/bin/env run-singularity\n"
+
+
+def make_legacy(filesystem: Path, dest: Path) -> Path:
+    """A Singularity 2.x image: the launch line, then *filesystem* (a
+    squashfs or an ext3 image), executable as the old images were."""
+    dest.write_bytes(LAUNCH_LINE + filesystem.read_bytes())
+    dest.chmod(0o755)
+    return dest
+
+
+def make_ext3(rootfs: Path, dest: Path, size: str = "16M") -> Path:
+    """An ext3 filesystem image of *rootfs*, made by e2fsprogs (``mkfs.ext3 -d``)."""
+    subprocess.run(["mkfs.ext3", "-q", "-F", "-d", str(rootfs), str(dest), size],
+                   check=True, capture_output=True)
+    dest.chmod(0o644)
+    return dest
+
+
 def make_sif(squashfs: Path, dest: Path, *, arch: str | None = None,
              with_partition: bool = True) -> Path:
     from capsa import sif

@@ -41,13 +41,14 @@ ALLOWED: dict[str, set[str]] = {
         "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci",
     },
+    "capsa.legacyimage": set(),
     "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.userns", "capsa.sif", "capsa.squashfs",
-                      "capsa.digest"},
+                      "capsa.digest", "capsa.legacyimage"},
     "capsa.deffile": set(),
     "capsa.build": {
         "capsa.deffile", "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pull",
-        "capsa.linux", "capsa.userns", "capsa.integrity",
+        "capsa.linux", "capsa.userns", "capsa.integrity", "capsa.legacyimage",
     },
     "capsa.cli": {"*"},
 }

@@ -26,7 +26,6 @@ from capsa.squashfs import SquashfsOptions, from_tar_stream
 from capsa.userns import FakerootTool, in_initial_namespace
 
 _SIF_MAGIC = b"SIF_MAGIC"
-_SQUASHFS_MAGIC = b"hsqs"
 
 
 def is_root() -> bool:
@@ -74,18 +73,37 @@ REAL_OWNERS = Ownership()
 
 def unpack_image(image: Path, dest: Path, runner: Runner = DEFAULT_RUNNER,
                  ownership: Ownership = REAL_OWNERS) -> None:
-    """Extract the root filesystem of a SIF file or squashfs image into *dest*."""
+    """Extract the root filesystem of a SIF file, a squashfs image or a
+    Singularity 2.x image (squashfs or ext3 behind a launch line) into *dest*."""
+    from capsa.legacyimage import HEAD_SIZE, detect
+
     try:
         with open(image, "rb") as handle:
-            head = handle.read(64)
+            head = handle.read(HEAD_SIZE)
     except OSError as err:
         raise UsageError(f"could not open image {image}: {err.strerror}") from err
+    legacy = detect(head)
     if head[32:41] == _SIF_MAGIC:
         _unsquash(image, dest, runner, ownership, offset=_primary_partition_offset(image))
-    elif head[:4] == _SQUASHFS_MAGIC:
-        _unsquash(image, dest, runner, ownership)
+    elif legacy is not None and legacy.fs_type == "squashfs":
+        _unsquash(image, dest, runner, ownership, offset=legacy.offset)
+    elif legacy is not None:
+        _dump_ext3(image, dest, runner, ownership, legacy.offset)
     else:
         raise FormatError(f"could not open image {image}: image format not recognized")
+
+
+def _dump_ext3(image: Path, dest: Path, runner: Runner, ownership: Ownership,
+               offset: int) -> None:
+    """An ext3 image's tree, read by debugfs: no mount, so users can convert
+    the images they could not run (owners kept as unsquashfs keeps them)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    source = f"{image}?offset={offset}" if offset else str(image)
+    runner.run(ownership.wrap([require("debugfs"), "-R", f"rdump / {dest}", source]),
+               env=ownership.env)
+    with contextlib.suppress(OSError):
+        (dest / "lost+found").rmdir()
+    os.chmod(dest, 0o755)
 
 
 def _primary_partition_offset(image: Path) -> int:

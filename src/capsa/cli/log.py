@@ -71,6 +71,14 @@ def warning(msg: str) -> None:
     _cli.warning(msg)
 
 
+def terminal_warning(msg: str) -> None:
+    """A warning about something that does not change the result: on a
+    terminal, a WARNING; otherwise (a client program reading our stderr,
+    such as spython, whose result turns from a string into a list with any
+    line there) only with ``--verbose``."""
+    _cli.log(report.WARNING if sys.stderr.isatty() else report.VERBOSE, msg)
+
+
 def fatal_line(msg: str) -> None:
     """Print the FATAL line; the caller then exits 255."""
     if not report.enabled(report.CRITICAL):

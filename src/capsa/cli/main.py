@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from capsa import __version__
+from capsa import APPTAINER_VERSION, __version__
 from capsa.cli import log
 from capsa.errors import CapsaError, UsageError
 
@@ -45,17 +45,18 @@ COMMANDS: dict[str, str] = {
     "version": "version",
 }
 
-_GLOBAL_HELP = """\
-global options:
-  -d, --debug     print debugging information (highest verbosity)
-  -v, --verbose   print additional information
-  -q, --quiet     suppress normal output
-  -s, --silent    only print errors
-      --nocolor   print without color output
-  -c, --config F  specify a configuration file
-      --version   print the version and exit
-  -h, --help      print this help
-"""
+# Apptainer's persistent flags: accepted before the command and among its own
+# flags (where the command does not use the same letter: ``exec -s`` is
+# ``--shell``).  (short, long, level, help)
+_GLOBAL_FLAGS: tuple[tuple[str, str, int, str], ...] = (
+    ("-d", "--debug", log.DEBUG, "print debugging information (highest verbosity)"),
+    ("-q", "--quiet", log.QUIET, "suppress normal output"),
+    ("-s", "--silent", log.SILENT, "only print errors"),
+    ("-v", "--verbose", log.VERBOSE, "print additional information"),
+)
+_GLOBAL_GROUP = "global options"
+_LEVELS_DEST = "global_levels_"  # + a number per parser: subparsers' namespaces
+_NOCOLOR_DEST = "global_nocolor_"  # replace their parent's values when merged
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -88,32 +89,91 @@ def load_command(name: str) -> ModuleType:
 
 
 def usage_text() -> str:
-    prog = program_name()
-    lines = [f"Usage:\n  {prog} [global options...] <command>\n", "Available Commands:"]
+    from capsa.cli.helptext import doc_for, render_root
+
+    commands = []
     for name in available_commands():
-        help_line = getattr(load_command(name), "HELP", "")
-        lines.append(f"  {name:<12} {help_line}")
-    lines.append("")
-    lines.append(_GLOBAL_HELP)
-    return "\n".join(lines)
+        doc = doc_for(name)
+        commands.append((name, doc.short if doc else getattr(load_command(name), "HELP", "")))
+    flags = [([short, long], "", text) for short, long, _, text in _GLOBAL_FLAGS]
+    flags.append((["--nocolor"], "", "print without color output (default False)"))
+    return render_root(program_name(), commands, flags)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports bad usage as a UsageError (FATAL, exit 255)."""
+    """argparse that reports bad usage as a UsageError (FATAL, exit 255) and
+    prints help in Apptainer's shape (:mod:`capsa.cli.helptext`)."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
+    def format_help(self) -> str:
+        from capsa.cli.helptext import render
+
+        return render(self, program_name(), (_GLOBAL_GROUP,))
+
+
+def add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """Accept the global flags among *parser*'s own (and its subcommands'),
+    as Apptainer's persistent flags are; letters the command uses itself stay
+    the command's."""
+    seen: set[int] = set()
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        _add_global_group(current, len(seen))
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+
+
+def _add_global_group(parser: argparse.ArgumentParser, number: int) -> None:
+    taken = parser._option_string_actions
+    group = parser.add_argument_group(_GLOBAL_GROUP)
+    for short, long, level, text in _GLOBAL_FLAGS:
+        names = [n for n in (short, long) if n not in taken]
+        if names:
+            group.add_argument(*names, action="append_const", const=level, help=text,
+                               dest=f"{_LEVELS_DEST}{number}")
+    if "--nocolor" not in taken:
+        group.add_argument("--nocolor", action="store_true", dest=f"{_NOCOLOR_DEST}{number}",
+                           help="print without color output (default False)")
+
+
+def apply_global_flags(args: argparse.Namespace, opts: GlobalOptions) -> None:
+    """Fold the global flags given after the command into *opts*, and set
+    the message level again if they changed it."""
+    levels: list[int] = []
+    nocolor = False
+    for key, value in vars(args).items():
+        if key.startswith(_LEVELS_DEST) and value:
+            levels += value
+        elif key.startswith(_NOCOLOR_DEST) and value:
+            nocolor = True
+    if not levels and not nocolor:
+        return
+    opts.levels += levels
+    opts.colour = opts.colour and not nocolor
+    log.setup(opts.level, opts.colour)
+
 
 class GlobalOptions:
-    """The flags that come before the command."""
+    """The global flags (before the command, or among its own flags)."""
 
-    __slots__ = ("colour", "config", "level")
+    __slots__ = ("colour", "config", "levels")
 
     def __init__(self) -> None:
-        self.level = log.NORMAL
+        self.levels: list[int] = []
         self.colour = True
         self.config: str | None = None
+
+    @property
+    def level(self) -> int:
+        """Debug beats verbose beats quiet beats silent, as in Apptainer."""
+        return min(self.levels) if self.levels else log.NORMAL
 
 
 def _flag_from_env(name: str) -> bool:
@@ -125,26 +185,21 @@ def _flag_from_env(name: str) -> bool:
 
 
 def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
-    """Consume the global flags; return them and the rest (command first)."""
+    """Consume the global flags before the command; return them and the
+    rest (command first)."""
     opts = GlobalOptions()
-    levels: list[int] = []
     for name, level in (("DEBUG", log.DEBUG), ("VERBOSE", log.VERBOSE),
                         ("QUIET", log.QUIET), ("SILENT", log.SILENT)):
         if _flag_from_env(name):
-            levels.append(level)
+            opts.levels.append(level)
     if _flag_from_env("NOCOLOR"):
         opts.colour = False
+    levels = {flag: level for short, long, level, _ in _GLOBAL_FLAGS for flag in (short, long)}
     rest = list(argv)
     while rest and rest[0].startswith("-"):
         flag = rest.pop(0)
-        if flag in ("-d", "--debug"):
-            levels.append(log.DEBUG)
-        elif flag in ("-v", "--verbose"):
-            levels.append(log.VERBOSE)
-        elif flag in ("-q", "--quiet"):
-            levels.append(log.QUIET)
-        elif flag in ("-s", "--silent"):
-            levels.append(log.SILENT)
+        if flag in levels:
+            opts.levels.append(levels[flag])
         elif flag == "--nocolor":
             opts.colour = False
         elif flag in ("-c", "--config"):
@@ -158,35 +213,59 @@ def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
             break
         else:
             raise UsageError(f"unknown flag: {flag}")
-    # Debug beats verbose beats quiet beats silent, as in Apptainer.
-    if levels:
-        opts.level = min(levels)
     return opts, rest
 
 
 def version_line() -> str:
-    name = "capsa" if program_name() == "capsa" else "apptainer"
-    return f"{name} version {__version__}"
+    """``--version``: what clients parse (``apptainer version 1.4.5+capsa.1.0.0``:
+    Snakemake takes the last word, cwltool ``(.+) version ([0-9.]+)``)."""
+    if program_name() == "capsa":
+        return f"capsa version {__version__}"
+    return f"apptainer version {apptainer_version()}"
+
+
+def apptainer_version() -> str:
+    return f"{APPTAINER_VERSION}+capsa.{__version__}"
+
+
+_GROUPS = ("cache", "instance", "key", "registry", "sif", "siftool")
+
+
+def _asks_help(rest: list[str]) -> bool:
+    """A help flag among nothing but a command's words (``--help exec``,
+    ``instance --help start``), as cobra reads them; never a command's
+    arguments (``exec IMAGE ls --help`` runs ``ls --help``)."""
+    helps = [word for word in rest if word in ("-h", "--help")]
+    words = [word for word in rest if word not in helps]
+    if not helps or not words or any(word.startswith("-") for word in words):
+        return False
+    return len(words) == 1 or (len(words) == 2 and words[0] in _GROUPS)
 
 
 def dispatch(argv: Sequence[str]) -> int:
     opts, rest = parse_globals(argv)
     log.setup(opts.level, opts.colour)
-    if not rest or (rest[0] in ("-h", "--help", "help") and len(rest) < 2):
+    if rest in (["-h"], ["--help"]):
+        rest = []
+    elif (rest and rest[0] == "help") or _asks_help(rest):
+        # `help instance start`, `--help exec` (spython's Client.help) and
+        # `instance --help start`: the help of the command the words name
+        words = [word for word in rest[1 if rest[0] == "help" else 0:]
+                 if word not in ("-h", "--help")]
+        rest = [*words, "--help"] if words else []
+    if not rest:
         sys.stdout.write(usage_text())
         return 0
     if rest[0] == "--version":
         print(version_line())
         return 0
-    if rest[0] == "help":
-        rest = [rest[1], "--help"]
     name = rest[0]
     command = load_command(name)
-    parser = ArgumentParser(
-        prog=f"{program_name()} {name}", description=getattr(command, "HELP", None)
-    )
+    parser = ArgumentParser(prog=f"{program_name()} {name}")
     command.configure(parser)
+    add_global_flags(parser)
     args = parser.parse_args(rest[1:])
+    apply_global_flags(args, opts)
     args.command = name
     args.global_options = opts
     result: int = command.run(args)

@@ -7,7 +7,8 @@ environment itself).
 (and the deprecated ``--nohttps``), ``--authfile`` and the hidden
 ``--docker-username``/``--docker-password``; ``registry_options(args)``
 builds the options, honouring ``APPTAINER_DOCKER_USERNAME``,
-``APPTAINER_DOCKER_PASSWORD``, ``APPTAINER_DOCKER_LOGIN``,
+``APPTAINER_DOCKER_PASSWORD`` (and plain ``DOCKER_USERNAME``,
+``DOCKER_PASSWORD``), ``APPTAINER_DOCKER_LOGIN``,
 ``APPTAINER_NOHTTPS``/``APPTAINER_NO_HTTPS`` (and ``SINGULARITY_*``) and
 ``CONTAINERS_REGISTRIES_CONF``.
 """
@@ -89,8 +90,8 @@ def explicit_credentials(args: argparse.Namespace,
                          env: Mapping[str, str]) -> Credentials | None:
     from capsa.registry import Credentials
 
-    username = getattr(args, "docker_username", None) or env_value(env, "DOCKER_USERNAME")
-    password = getattr(args, "docker_password", None) or env_value(env, "DOCKER_PASSWORD")
+    username = getattr(args, "docker_username", None) or _unprefixed_too(env, "DOCKER_USERNAME")
+    password = getattr(args, "docker_password", None) or _unprefixed_too(env, "DOCKER_PASSWORD")
     if getattr(args, "docker_login", False) or env_flag(env, "DOCKER_LOGIN"):
         return _prompt_credentials(username)
     if username:
@@ -100,6 +101,13 @@ def explicit_credentials(args: argparse.Namespace,
         raise UsageError("a docker password was given without a username "
                          "(set APPTAINER_DOCKER_USERNAME too)")
     return None
+
+
+def _unprefixed_too(env: Mapping[str, str], name: str) -> str | None:
+    """``APPTAINER_<name>``, ``SINGULARITY_<name>``, then plain ``<name>``:
+    Apptainer reads the docker credentials without a prefix as well."""
+    value = env_value(env, name)
+    return value if value is not None else env.get(name)
 
 
 def registry_options(args: argparse.Namespace, env: Mapping[str, str] | None = None,

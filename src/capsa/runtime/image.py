@@ -1,20 +1,22 @@
 """What the user named as IMAGE -> an :class:`ImageSpec` the launcher mounts.
 
 A SIF file gives the byte range of its system partition (squashfs), a bare
-squashfs file gives the whole file, a directory is a sandbox.
+squashfs file gives the whole file, a directory is a sandbox; a Singularity
+2.x image (:mod:`capsa.legacyimage`) gives its squashfs or ext3 filesystem,
+after its launch line.
 """
 
 from __future__ import annotations
 
 import os
 
-from capsa.errors import CapsaError, NotFoundError, UsageError
+from capsa.errors import CapsaError, ContainerError, NotFoundError, UsageError
+from capsa.legacyimage import HEAD_SIZE, detect
 from capsa.runtime.spec import ImageSpec
 from capsa.sif.format import ARCH_UNKNOWN, FSType, go_arch, host_goarch
 from capsa.sif.locate import PartitionLocation, quick_primary_partition
 
 _SIF_MAGIC = b"SIF_MAGIC"
-_SQUASHFS_MAGIC = b"hsqs"
 
 
 def resolve(ref: str) -> ImageSpec:
@@ -27,7 +29,7 @@ def resolve(ref: str) -> ImageSpec:
         if os.path.isdir(path):
             return ImageSpec("dir", path)
         with open(path, "rb") as handle:
-            head = handle.read(64)
+            head = handle.read(HEAD_SIZE)
     except FileNotFoundError as err:
         raise NotFoundError(f"could not open image {path}: failed to retrieve path for "
                             f"{ref}: lstat {path}: no such file or directory") from err
@@ -35,9 +37,21 @@ def resolve(ref: str) -> ImageSpec:
         raise UsageError(f"could not open image {path}: {err.strerror}") from err
     if head[32:41] == _SIF_MAGIC:
         return _sif_partition(path)
-    if head[:4] == _SQUASHFS_MAGIC:
-        return ImageSpec("squashfs", path, 0, os.path.getsize(path))
+    legacy = detect(head)  # a bare squashfs, or Singularity 2.x squashfs or ext3
+    if legacy is not None:
+        return ImageSpec(legacy.fs_type, path, legacy.offset,
+                         os.path.getsize(path) - legacy.offset)
     raise UsageError(f"could not open image {path}: image format not recognized")
+
+
+def ext3_unmountable(path: str) -> ContainerError:
+    """The one FATAL for an ext3 image this process cannot mount (only root
+    can, through a loop device), saying how to convert it."""
+    stem = os.path.splitext(os.path.basename(path))[0] or "image"
+    return ContainerError(f"could not open image {path}: it is an ext3 format container image "
+                          "(Singularity 2.x), which only root can mount here, with a loop "
+                          f"device; convert it to SIF once with: apptainer build {stem}.sif "
+                          f"{path}")
 
 
 def _sif_partition(path: str) -> ImageSpec:

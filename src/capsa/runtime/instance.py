@@ -49,6 +49,7 @@ class Instance(NamedTuple):
     start_time: int
     ip: str = ""
     session: str = ""  # the monitor's session directory (removed with a ghost)
+    cgroup: bool = False  # started with resource limits: joins enter its cgroup
 
 
 def check_name(name: str) -> None:
@@ -141,7 +142,7 @@ def write_state(instance: Instance) -> None:
     body = {
         "pid": instance.pid, "ppid": instance.ppid, "name": instance.name,
         "user": instance.user, "image": instance.image, "config": "",
-        "userns": instance.userns, "cgroup": False, "ip": instance.ip,
+        "userns": instance.userns, "cgroup": instance.cgroup, "ip": instance.ip,
         "logErrPath": instance.log_err, "logOutPath": instance.log_out,
         "checkpoint": "", "startTime": instance.start_time, "session": instance.session,
     }
@@ -192,7 +193,7 @@ def _read_state(path: str) -> Instance | None:
             userns=bool(body.get("userns", False)),
             log_err=str(body.get("logErrPath", "")), log_out=str(body.get("logOutPath", "")),
             path=path, start_time=int(body.get("startTime", -1)), ip=str(body.get("ip", "")),
-            session=str(body.get("session", "")))
+            session=str(body.get("session", "")), cgroup=bool(body.get("cgroup", False)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.debug("ignoring unreadable instance file %s: %s", path, err)
         return None

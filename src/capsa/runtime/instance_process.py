@@ -47,11 +47,13 @@ from capsa.runtime.launcher import (
     _exec,
     _monitor,
     enter_tree,
+    fork_container,
     launch,
     run_in_fork,
     spawn_command,
 )
 from capsa.runtime.mounts import resolve_in_root
+from capsa.runtime.proctitle import INIT, INSTANCE_COMM, instance_title, set_title
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import Plan, Tree
 
@@ -200,12 +202,13 @@ def _run_instance(spec: ContainerSpec, plan: Plan, template: Instance, startscri
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    pid = fork_container(spec)
     if pid == 0:  # pragma: no cover - the container's PID 1
         os.close(ready_read)
         os.close(notify)
         _container(spec, plan, ready_write)
     os.close(ready_write)
+    set_title(instance_title(template.user, template.name), INSTANCE_COMM)
     if not _read_all(ready_read):
         return _monitor(pid) or 255  # it failed; the reason is in the log
     started = process_start_time(os.getpid())
@@ -242,7 +245,8 @@ def _template(spec: ContainerSpec, name: str, logs: tuple[str, str]) -> Instance
     namespace (``--hostname`` and ``--fakeroot`` would change host and user)."""
     return Instance(name=name, pid=0, ppid=0, image=spec.image.path,
                     user=user_name(os.getuid()), userns=os.geteuid() != 0 or spec.fakeroot,
-                    log_err=logs[0], log_out=logs[1], path=state_path(name), start_time=-1)
+                    log_err=logs[0], log_out=logs[1], path=state_path(name), start_time=-1,
+                    cgroup=spec.limits is not None)
 
 
 # -- the container's PID 1 ------------------------------------------------------
@@ -253,6 +257,7 @@ def _container(spec: ContainerSpec, plan: Plan, ready: int) -> NoReturn:
     def body() -> int:
         enter_tree(plan)
         main = spawn_command(spec, plan) if plan.argv else 0
+        set_title(INIT, INIT)  # before saying ready: a joining `ps` sees appinit
         os.write(ready, b"1")
         os.close(ready)
         return _init(main)
@@ -312,6 +317,10 @@ def _signal(pid: int, signum: int) -> None:
 
 def join_instance(spec: ContainerSpec, instance: Instance) -> int:
     """Run *spec*'s action inside *instance*; its exit status."""
+    if instance.cgroup:  # as Apptainer, the joining process shares its limits
+        from capsa.runtime.cgroups import join_cgroup_of
+
+        join_cgroup_of(instance.pid)
     fds = _namespace_fds(instance.pid)
     try:
         for fd, kind in fds:
@@ -359,6 +368,7 @@ def _join_plan(spec: ContainerSpec) -> Plan:
     env = envmod.base_env(dict(spec.host_env), home=spec.home_dest, image_ref=spec.image_ref,
                           action=spec.action, binds=",".join(b.dest for b in spec.binds),
                           app=spec.app)
+    env["PWD"] = cwd
     if spec.gpu is not None:
         env.update(spec.gpu.env)
     scripts = envmod.env_script_paths("", spec.app)

@@ -89,6 +89,10 @@ def launch(spec: ContainerSpec,
         return (runner or _run)(spec, plan)
     finally:
         session.close()
+        if spec.limits is not None:
+            from capsa.runtime.cgroups import remove
+
+            remove(spec.limits)
 
 
 def _first_programs(spec: ContainerSpec) -> list[str]:
@@ -105,8 +109,16 @@ def _first_programs(spec: ContainerSpec) -> list[str]:
 
 
 def _must_extract(spec: ContainerSpec, rootless: bool) -> bool:
-    """A squashfs that neither FUSE nor a loop device can serve is extracted."""
-    if spec.image.kind != "squashfs":
+    """A squashfs that neither FUSE nor a loop device can serve is extracted;
+    an ext3 image (Singularity 2.x) needs root's loop device."""
+    image = spec.image
+    if image.kind == "ext3":
+        if rootless or fuse_disabled() or not os.path.exists("/dev/loop-control"):
+            from capsa.runtime.image import ext3_unmountable
+
+            raise ext3_unmountable(image.path)
+        return False
+    if image.kind != "squashfs":
         return False
     if not spec.use_fuse or fuse_disabled() or (rootless and not fuse_usable()):
         return True
@@ -155,7 +167,7 @@ def _mount_image(session: Session, spec: ContainerSpec, extracted: str | None,
         try:
             return session.mount_squashfs_loop(image)
         except OSError as err:
-            raise ContainerError(f"failed to mount squashfs image {image.path}: "
+            raise ContainerError(f"failed to mount {image.kind} image {image.path}: "
                                  f"{err.strerror}") from err
     # Ids as seen in the namespace entered above; several mapped users
     # (subordinate ids) may all read the image.
@@ -202,10 +214,28 @@ def _run(spec: ContainerSpec, plan: Plan) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    pid = fork_container(spec)
     if pid == 0:  # pragma: no cover - the container process
         _container(spec, plan)
     return _monitor(pid)
+
+
+def fork_container(spec: ContainerSpec) -> int:
+    """Fork the container's first process, in the container's cgroup when
+    there are resource limits (the monitor itself stays out of it)."""
+    if spec.limits is None:
+        return os.fork()
+    from capsa.runtime import cgroups
+
+    home = cgroups.enter(spec.limits)
+    try:
+        pid = os.fork()
+    except BaseException:
+        cgroups.leave(home)
+        raise
+    if pid:
+        cgroups.leave(home)
+    return pid
 
 
 def _monitor(child: int) -> int:
@@ -263,8 +293,11 @@ def _container(spec: ContainerSpec, plan: Plan) -> NoReturn:
     """In the fork: private mounts, pivot, then exec (or be init)."""
 
     def body() -> int:
+        init = spec.pid_ns and not spec.no_init
+        if init:  # imported here: the host's modules are out of reach after the pivot
+            import capsa.runtime.proctitle  # noqa: F401
         enter_tree(plan)
-        if spec.pid_ns and not spec.no_init:
+        if init:
             return _init(spec, plan)
         _exec(spec, plan)
         return 255  # not reached: _exec replaces the process or raises
@@ -287,8 +320,13 @@ def enter_tree(plan: Plan) -> None:
 
 
 def _init(spec: ContainerSpec, plan: Plan) -> int:
-    """PID 1 of the container: run the command, reap, forward signals."""
-    return _monitor(spawn_command(spec, plan))
+    """PID 1 of the container: run the command, reap, forward signals.
+    Named as Apptainer's init once the command is on its way."""
+    command = spawn_command(spec, plan)
+    from capsa.runtime.proctitle import INIT, set_title
+
+    set_title(INIT, INIT)
+    return _monitor(command)
 
 
 def spawn_command(spec: ContainerSpec, plan: Plan) -> int:

@@ -31,6 +31,12 @@ def read_metadata(image: ImageSpec) -> dict[str, bytes]:
     from capsa.runtime.launcher import fuse_usable
 
     rootless = not _host_root()
+    if image.kind == "ext3":
+        if rootless or not os.path.exists("/dev/loop-control"):
+            from capsa.runtime.image import ext3_unmountable
+
+            raise ext3_unmountable(image.path)
+        return _read_mounted(image, rootless)
     if (rootless and fuse_usable()) or (not rootless and os.path.exists("/dev/loop-control")):
         return _read_mounted(image, rootless)
     return _read_extracted(image)

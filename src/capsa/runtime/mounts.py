@@ -87,13 +87,15 @@ class Session:
 
     # -- the image ---------------------------------------------------------
     def mount_squashfs_loop(self, image: ImageSpec) -> str:
+        """The image's filesystem (squashfs, or a legacy image's ext3) on a
+        read-only loop device (root only)."""
         fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             device, loop_fd = linux.attach_loop(fd, image.offset, image.size)
         finally:
             os.close(fd)
         try:
-            linux.mount(device, self.sub("lower"), "squashfs",
+            linux.mount(device, self.sub("lower"), image.kind,
                         linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
         finally:
             os.close(loop_fd)

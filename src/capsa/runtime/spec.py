@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from capsa.runtime.cgroups import Limits
     from capsa.runtime.gpu import GpuPlan
     from capsa.userns import FakerootTool, IdMap
 
@@ -29,7 +30,8 @@ class ImageSpec(NamedTuple):
     """Where the container's root filesystem comes from.
 
     ``kind`` is ``"squashfs"`` (a byte range of *path*, e.g. a SIF's system
-    partition) or ``"dir"`` (a sandbox directory).
+    partition), ``"ext3"`` (a Singularity 2.x image, mounted by root only) or
+    ``"dir"`` (a sandbox directory).
     """
 
     kind: str
@@ -89,6 +91,7 @@ class ContainerSpec(NamedTuple):
     fakeroot: bool = False
     use_fuse: bool = True
     gpu: GpuPlan | None = None
+    limits: Limits | None = None  # --cpus, --memory...: the container's cgroup
     # The user namespace to create (None: none, as host root or when this
     # process already is root of one); fakeroot(1) to run the command under
     # in a root-mapped namespace, and the database it loads and saves.

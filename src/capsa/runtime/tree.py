@@ -320,6 +320,7 @@ class Tree:
         base = envmod.base_env(dict(spec.host_env), home=spec.home_dest,
                                image_ref=spec.image_ref, action=spec.action,
                                binds=",".join(b.dest for b in spec.binds), app=spec.app)
+        base["PWD"] = cwd  # the container's working directory, never the host's
         if spec.gpu is not None:
             base.update(spec.gpu.env)
         if not (spec.writable or spec.writable_tmpfs or

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from capsa.errors import ContainerError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from capsa.runtime.cgroups import Limits
     from capsa.runtime.gpu import GpuPlan
     from capsa.runtime.spec import ContainerSpec, Identity, OverlaySpec
     from capsa.userns import FakerootTool, IdMap
@@ -28,6 +29,19 @@ _NO_MOUNT = ("proc", "sys", "dev", "devpts", "home", "tmp", "hostfs", "cwd", "bi
 _ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writable_tmpfs",
               "fakeroot", "pid", "ipc", "no_init", "unsquash", "nv", "nvccli", "rocm",
               "ignore_subuid", "ignore_fakeroot_command")
+# Apptainer's resource limit flags, applied through a cgroup (capsa.runtime.cgroups).
+_LIMIT_FLAGS = {
+    "--cpus": "number of CPUs available to the container",
+    "--cpu-shares": "CPU shares for the container (default -1)",
+    "--cpuset-cpus": "list of host CPU ID ranges to execute the container on (1,2,3-4)",
+    "--cpuset-mems": "list of host memory nodes to execute the container on (1,2,3-4)",
+    "--memory": "maximum memory the container may use (1G, 512M...)",
+    "--memory-reservation": "memory soft limit (1G, 512M...)",
+    "--memory-swap": "swap limit: memory plus swap (1G...), -1 for unlimited",
+    "--pids-limit": "limit the number of processes in the container",
+    "--blkio-weight": "block IO relative weight in range 10-1000, 0 to disable",
+    "--blkio-weight-device": "device specific block IO relative weight (DEVICE:WEIGHT)",
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -78,12 +92,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--nv", action="store_true", help="bind the NVIDIA driver")
     add("--nvccli", action="store_true", help="NVIDIA through nvidia-container-cli")
     add("--rocm", action="store_true", help="bind the ROCm driver")
-    add("-n", "--net", action="store_true", help="a new network namespace (--network none)")
-    add("--network", metavar="TYPE", help="network type: none (host is the default)")
-    add("--network-args", action="append", default=[], help=argparse.SUPPRESS)
-    for limit in ("--cpus", "--cpu-shares", "--cpuset-cpus", "--memory", "--memory-swap",
-                  "--memory-reservation", "--pids-limit", "--blkio-weight"):
-        add(limit, metavar="VALUE", help=argparse.SUPPRESS)
+    add("-n", "--net", action="store_true",
+        help="a new network namespace (a bridge network, by default)")
+    add("--network", metavar="TYPE",
+        help="network type: none (only the loopback interface); bridge, ptp, ipvlan, "
+             "macvlan and fakeroot need CNI plugins, which capsa does not run")
+    add("--network-args", action="append", default=[], metavar="ARGS",
+        help="arguments for the network's CNI plugins")
+    for flag, text in _LIMIT_FLAGS.items():
+        if flag == "--blkio-weight-device":
+            add(flag, metavar="VALUE", action="append", help=text)
+        else:
+            add(flag, metavar="VALUE", help=text)
+    add("--oom-kill-disable", action="store_true", help="disable OOM killer")
     # Not registry_flags.add_registry_flags: that module stays off the exec
     # path (tests/cli/test_import_budget.py); registry_options() reads these.
     add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
@@ -112,6 +133,9 @@ def _apply_env_defaults(args: argparse.Namespace) -> None:
         if os.environ.get(name):
             args.bind.insert(0, os.environ[name])
             break
+    if not args.pwd:  # Apptainer's --pwd also reads APPTAINER_PWD and APPTAINER_TARGET_PWD
+        args.pwd = next((os.environ[p + n] for n in ("PWD", "TARGET_PWD")
+                         for p in ("APPTAINER_", "SINGULARITY_") if os.environ.get(p + n)), None)
     mounts = os.environ.get("APPTAINER_MOUNT") or os.environ.get("SINGULARITY_MOUNT")
     if mounts:
         args.mount[:0] = [line for line in mounts.splitlines() if line.strip()]
@@ -127,6 +151,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("exec requires a command to run: exec [options] IMAGE COMMAND [ARGS]")
     if args.image.startswith("instance://"):  # join a running instance
         from capsa.cli.commands.instance import run_in_instance
+
+        if _limit_flags(args):
+            from capsa.cli import log
+
+            log.warning("Resource limits & cgroups configuration are only applied to "
+                        "instances at instance start.")
+            _clear_limits(args)
 
         return run_in_instance(args)
     pulled = _pull_uri(args) if _is_uri(args.image) else None
@@ -242,7 +273,7 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
     scratch = tuple(_absolute(d, "--scratch") for v in args.scratch for d in v.split(",") if d)
     overlays = tuple(_overlay(o) for o in args.overlay)
     net_ns = _network(args)
-    _resource_limits(args)
+    limits = _resource_limits(args)
     idmap, fakeroot_tool = _user_namespace(args)
     if args.pwd and not args.pwd.startswith("/"):
         raise UsageError(f"--pwd must be an absolute path: {args.pwd}")
@@ -257,7 +288,7 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         contain=args.contain, pid_ns=args.pid,
         ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
         writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
-        use_fuse=not args.unsquash, gpu=_gpu(args), idmap=idmap,
+        use_fuse=not args.unsquash, gpu=_gpu(args), limits=limits, idmap=idmap,
         fakeroot_tool=fakeroot_tool,
         fakeroot_state=os.path.abspath(args.fakeroot_state) if args.fakeroot_state else None,
     )
@@ -293,26 +324,114 @@ def _absolute(path: str, flag: str) -> str:
 
 
 def _network(args: argparse.Namespace) -> bool:
-    """``--net``: only ``--network none`` (an isolated namespace with ``lo``) can
-    be done without privileges or helpers; ``host`` means no namespace."""
-    network = args.network or ("none" if args.net else "host")
-    if network == "host" and not args.net:
+    """Whether the container gets a network namespace of its own.
+
+    As in Apptainer: ``--network``/``--network-args`` imply ``--net``, whose
+    default network is ``bridge``; ``--fakeroot`` on an installation without
+    setuid falls back to ``none``.  ``none`` (a namespace with only ``lo``)
+    needs nothing; every other network is made by CNI plugins, which capsa
+    does not run: unprivileged users get Apptainer's refusal, root a FATAL
+    that says so."""
+    from capsa.cli import log
+
+    network = args.network or _env_value("NETWORK")
+    network_args = [*args.network_args, *filter(None, [_env_value("NETWORK_ARGS")])]
+    net = args.net or _env_flag("net") or _env_flag("unshare_net")
+    for flag, given in (("--network", network), ("--network-args", network_args)):
+        if given and not net:
+            log.info(f"Setting --net (required by {flag})")
+            net = True
+    if not net:
         return False
-    if network != "none":
-        raise UsageError(f"network type {network!r} is not supported (use --network none)")
-    return True
+    names = [n.strip() for n in (network or "bridge").split(",") if n.strip()]
+    if args.fakeroot and names != ["none"]:
+        log.warning("fakeroot with unprivileged installation or 'allow setuid = no' could "
+                    "not use 'fakeroot' network, fallback to 'none' network")
+        names = ["none"]
+    if names == ["none"]:
+        return True
+    if os.geteuid() != 0:
+        raise ContainerError("container creation failed: network requires root or a suid "
+                             "installation with /etc/subuid --fakeroot; non-root users can "
+                             "only use --network=none unless permitted by the administrator")
+    cni = ", ".join(n for n in names if n != "none")
+    raise ContainerError(f"container creation failed: network setup failed: the {cni} "
+                         "network needs CNI plugins, which capsa does not run; "
+                         "use --network=none for a network namespace with loopback only")
 
 
-def _resource_limits(args: argparse.Namespace) -> None:
-    """Accepted (Nextflow passes --cpus/--memory) but cgroups are not managed."""
-    names = ("cpus", "cpu_shares", "cpuset_cpus", "memory", "memory_swap",
-             "memory_reservation", "pids_limit", "blkio_weight")
-    asked = [n.replace("_", "-") for n in names if getattr(args, n) is not None]
-    if asked:
-        from capsa.cli import log
+def _env_value(name: str) -> str | None:
+    for prefix in ("APPTAINER_", "SINGULARITY_"):
+        value = os.environ.get(prefix + name)
+        if value:
+            return value
+    return None
 
-        log.warning(f"resource limits (--{', --'.join(asked)}) are not applied: "
-                    "capsa does not manage cgroups")
+
+def _limit_flags(args: argparse.Namespace) -> list[str]:
+    given = [flag for flag in _LIMIT_FLAGS if getattr(args, _dest(flag))]
+    return given + (["--oom-kill-disable"] if args.oom_kill_disable else [])
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def _clear_limits(args: argparse.Namespace) -> None:
+    for flag in _LIMIT_FLAGS:
+        setattr(args, _dest(flag), None)
+    args.oom_kill_disable = False
+
+
+def _resource_limits(args: argparse.Namespace) -> Limits | None:
+    """The limit flags (Nextflow passes --cpus and --memory) as cgroup limits,
+    checked as Apptainer checks them; None when none is given, or when this
+    host gives us no cgroup: then one warning (see log.terminal_warning)."""
+    given = _limit_flags(args)
+    if not given:
+        return None
+    from capsa.runtime import cgroups
+
+    limits = _parse_limits(args)
+    reason = cgroups.unusable_reason()
+    if reason is None:
+        return limits
+    from capsa.cli import log
+
+    log.terminal_warning(f"resource limits ({', '.join(given)}) are not applied: "
+                         f"cannot use cgroups - {reason}")
+    return None
+
+
+def _parse_limits(args: argparse.Namespace) -> Limits:
+    from capsa.runtime import cgroups
+
+    def integer(value: str | None, flag: str) -> int | None:
+        if value is None:
+            return None
+        return cgroups.parse_integer(value, flag)
+
+    shares = integer(args.cpu_shares, "cpu-shares")
+    pids = integer(args.pids_limit, "pids-limit")
+    if pids is not None and pids < -1:
+        raise UsageError(f"invalid pids-limit: {pids}")
+    weight = cgroups.parse_weight(args.blkio_weight, "blkio-weight") \
+        if args.blkio_weight not in (None, "0") else None
+    swap = args.memory_swap
+    return cgroups.Limits(
+        cpu_quota=cgroups.parse_cpus(args.cpus) if args.cpus else None,
+        cpu_shares=shares if shares and shares > 0 else None,
+        cpuset_cpus=args.cpuset_cpus or None, cpuset_mems=args.cpuset_mems or None,
+        memory=cgroups.parse_bytes(args.memory, "memory") if args.memory else None,
+        memory_reservation=cgroups.parse_bytes(args.memory_reservation, "memory-reservation")
+        if args.memory_reservation else None,
+        memory_swap=(-1 if swap == "-1" else cgroups.parse_bytes(swap, "memory-swap"))
+        if swap else None,
+        oom_kill_disable=args.oom_kill_disable,
+        pids=pids if pids else None, blkio_weight=weight,
+        blkio_weight_devices=tuple(cgroups.parse_weight_device(d)
+                                   for d in args.blkio_weight_device or ()),
+    )
 
 
 def _shell_env() -> str | None:

@@ -291,12 +291,15 @@ def _spec_as_definition(spec: str) -> str | None:
 
 
 def _is_image(path: Path) -> bool:
+    """A SIF, a squashfs, or a Singularity 2.x image (squashfs or ext3)."""
+    from capsa.legacyimage import HEAD_SIZE, detect
+
     try:
         with open(path, "rb") as handle:
-            head = handle.read(64)
+            head = handle.read(HEAD_SIZE)
     except OSError:
         return False
-    return head[32:41] == b"SIF_MAGIC" or head[:4] == b"hsqs"
+    return head[32:41] == b"SIF_MAGIC" or detect(head) is not None
 
 
 def _sections(args: argparse.Namespace) -> frozenset[str]:

@@ -68,7 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _subparser(prog: str, name: str) -> argparse.ArgumentParser:
-    from capsa.cli.main import ArgumentParser
+    from capsa.cli.main import ArgumentParser, add_global_flags
 
     takes_id, _, description = _SUBCOMMANDS[name]
     parser = ArgumentParser(prog=f"{prog} {name}", description=description)
@@ -78,6 +78,7 @@ def _subparser(prog: str, name: str) -> argparse.ArgumentParser:
     if name == "add":
         parser.add_argument("object_path")
         _add_flags(parser)
+    add_global_flags(parser)
     return parser
 
 
@@ -122,10 +123,12 @@ def _out(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capsa.cli.main import program_name
+    from capsa.cli.main import apply_global_flags, program_name
 
     prog = f"{program_name()} {getattr(args, 'command', 'sif')}"
+    options = args.global_options
     args = parse(prog, list(args.sif_args))
+    apply_global_flags(args, options)
     command = args.sif_command
     handler = {
         "new": _new, "add": _add, "del": _del, "list": _list, "info": _info, "dump": _dump,

@@ -1,12 +1,14 @@
-"""``capsa version``: print the version alone."""
+"""``capsa version``: print the version alone.
+
+Called as ``apptainer`` or ``singularity``, the Apptainer command-line level
+capsa implements (``1.4.5+capsa.1.0.0``); called as ``capsa``, capsa's own.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from capsa import __version__
-
-HELP = "Show the version"
+HELP = "Show the version for Apptainer"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -15,5 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     del args
-    print(__version__)
+    from capsa import __version__
+    from capsa.cli.main import apptainer_version, program_name
+
+    print(__version__ if program_name() == "capsa" else apptainer_version())
     return 0
