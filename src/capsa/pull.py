@@ -29,6 +29,7 @@ from capsa.oci.options import PullOptions as PullOptions  # re-exported: the pul
 from capsa.registry import host_platform
 from capsa.rootfs.layers import MergeReport, RedirectNeeded, merge_layers
 from capsa.rootfs.singularity_d import base_entries, metadata_entries
+from capsa.scratch import Place, cache_place, guard, tmpdir_place
 from capsa.squashfs import from_tar_stream
 
 log = report.getLogger("capsa.pull")
@@ -71,7 +72,8 @@ def pull(uri: str, dest: Path, options: PullOptions) -> PullResult:
         pull_oras(rest, dest, options)
         return PullResult(dest, False, None)
     with _workdir(options.tmpdir) as work:
-        content = _local_content(scheme, rest, work, platform, uri)
+        with guard(tmpdir_place(options.tmpdir)):
+            content = _local_content(scheme, rest, work, platform, uri)
         report = convert(content, dest, options, work)
     return PullResult(dest, False, content.manifest_digest, report)
 
@@ -118,11 +120,14 @@ def _fetch_and_convert(image: Any, uri: str, dest: Path, platform: Platform,
     cache = options.cache
     if cache is None:
         with _workdir(options.tmpdir) as work:
-            content = source.fetch(image, ContentCache(work / "blobs"), options.progress, uri)
+            with guard(tmpdir_place(options.tmpdir)):
+                content = source.fetch(image, ContentCache(work / "blobs"), options.progress,
+                                       uri)
             report = convert(content, dest, options, work)
         return PullResult(dest, False, image.manifest_digest, report)
     cached, hit, merged = _into_cache(image, uri, platform, options, cache)
-    copy_atomic(cached, dest)
+    with guard(Place(str(dest.parent.absolute()))):
+        copy_atomic(cached, dest)
     return PullResult(dest, hit, image.manifest_digest, merged)
 
 
@@ -138,7 +143,8 @@ def _into_cache(image: Any, uri: str, platform: Platform, options: PullOptions,
         if _valid_sif(cached, cache):
             log.info("Using cached SIF image")
             return cached, True, None
-        content = source.fetch(image, cache, options.progress, uri)
+        with guard(cache_place(cache.root)):
+            content = source.fetch(image, cache, options.progress, uri)
         with _workdir(options.tmpdir) as work:
             report = convert(content, cached, options, work)
     return cached, False, report
@@ -214,7 +220,8 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch)
     base = base_entries()
 
-    report = _pack(squashfs, content, top, base, options)
+    with guard(tmpdir_place(options.tmpdir)):
+        report = _pack(squashfs, content, top, base, options)
     objects = [
         NewObject(DataType.DEFFILE, data=deffile_for(content.source)),
         NewObject(DataType.GENERIC_JSON, data=json.dumps(run_config).encode(),
@@ -223,8 +230,17 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
                   part_type=PartType.PRIMSYS, arch=arch),
     ]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    create(dest, objects)
+    with guard(_place_of(dest, options)):
+        create(dest, objects)
     return report
+
+
+def _place_of(dest: Path, options: PullOptions) -> Place:
+    """Where *dest* is written: the cache (with its variable) or the user's."""
+    cache = options.cache
+    if cache is not None and dest.absolute().is_relative_to(cache.root.absolute()):
+        return cache_place(cache.root)
+    return Place(str(dest.parent.absolute()))
 
 
 def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any],

@@ -24,12 +24,13 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.site": set(),
     "capsa.proc": set(),
     "capsa.linux": set(),
+    "capsa.scratch": {"capsa.linux"},
     "capsa.digest": set(),
     "capsa.reference": set(),
     "capsa.registry": {"capsa.digest", "capsa.reference", "capsa.proc"},
     "capsa.content": {"capsa.digest", "capsa.proc"},
     "capsa.rootfs": {"capsa.digest", "capsa.proc"},
-    "capsa.squashfs": {"capsa.proc", "capsa.digest"},
+    "capsa.squashfs": {"capsa.proc", "capsa.digest", "capsa.scratch"},
     "capsa.sif": {"capsa.digest"},
     "capsa.integrity": {"capsa.sif", "capsa.digest", "capsa.proc"},
     "capsa.oci": {
@@ -38,14 +39,15 @@ ALLOWED: dict[str, set[str]] = {
     },
     "capsa.pull": {
         "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
-        "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci",
+        "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.scratch",
     },
-    "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.sif", "capsa.squashfs", "capsa.digest"},
+    "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.sif", "capsa.squashfs", "capsa.digest",
+                      "capsa.scratch"},
     "capsa.deffile": set(),
     "capsa.build": {
         "capsa.deffile", "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pull",
-        "capsa.linux", "capsa.integrity",
+        "capsa.linux", "capsa.integrity", "capsa.scratch",
     },
     "capsa.cli": {"*"},
 }

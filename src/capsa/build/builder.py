@@ -28,6 +28,7 @@ from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
 from capsa.errors import NotFoundError, UsageError
 from capsa.proc import require
 from capsa.pull import PullOptions
+from capsa.scratch import Place, guard, tmpdir_place
 from capsa.squashfs import SquashfsOptions
 
 log = report.getLogger("capsa.build")
@@ -67,11 +68,12 @@ def build(definition: Definition, dest: Path, options: BuildOptions) -> None:
     with _workdir(options.tmpdir) as work:
         rootfs = _final_rootfs(dest, work, options)
         try:
-            base = _build_stages(definition, rootfs, work, options)
-            if options.sandbox:
-                _install_sandbox(rootfs, dest)
-            else:
-                _write_sif(definition, rootfs, dest, work, options, base.oci_config)
+            with guard(*_scratch_places(dest, options), check_full=True):
+                base = _build_stages(definition, rootfs, work, options)
+                if options.sandbox:
+                    _install_sandbox(rootfs, dest)
+                else:
+                    _write_sif(definition, rootfs, dest, work, options, base.oci_config)
         finally:
             remove_tree(rootfs)
     log.info("Build complete: %s", dest)
@@ -83,8 +85,18 @@ def _update_sandbox(definition: Definition, dest: Path, options: BuildOptions) -
     if not dest.is_dir():
         raise NotFoundError(f"could not update sandbox {dest}: doesn't exist")
     log.info("Building into existing container: %s", dest)
-    with _workdir(options.tmpdir) as work:
+    with _workdir(options.tmpdir) as work, guard(*_scratch_places(dest, options),
+                                                 check_full=True):
         _build_stages(definition, dest, work, options, update=True)
+
+
+def _scratch_places(dest: Path, options: BuildOptions) -> list[Place]:
+    """Where a build writes while it works: the temporary directory, and
+    beside a sandbox destination (the sandbox is built there)."""
+    places = [tmpdir_place(options.tmpdir)]
+    if options.sandbox or options.update:
+        places.append(Place(str(dest.absolute().parent)))
+    return places
 
 
 def _runs_in_container(definition: Definition, options: BuildOptions) -> bool:
@@ -243,13 +255,14 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
         NewObject(DataType.PARTITION, path=str(squashfs), fs_type=FSType.SQUASHFS,
                   part_type=PartType.PRIMSYS, arch=sif_arch(arch)),
     ]
-    if dest.is_dir() and not dest.is_symlink():
-        temporary = dest.with_name(f".{dest.name}.build-{os.getpid()}.sif")
-        create(temporary, objects)
-        remove_tree(dest)
-        os.replace(temporary, dest)
-    else:
-        create(dest, objects)
+    with guard(Place(str(dest.absolute().parent))):
+        if dest.is_dir() and not dest.is_symlink():
+            temporary = dest.with_name(f".{dest.name}.build-{os.getpid()}.sif")
+            create(temporary, objects)
+            remove_tree(dest)
+            os.replace(temporary, dest)
+        else:
+            create(dest, objects)
     with contextlib.suppress(OSError):
         os.chmod(dest, 0o755 & ~_umask())
 

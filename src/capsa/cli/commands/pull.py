@@ -98,9 +98,11 @@ _APPTAINER_ARCHES = {"arm32v5": ("arm", "v5"), "arm32v6": ("arm", "v6"),
 
 
 def tmpdir_of(args: argparse.Namespace) -> Path:
-    """--tmpdir, else APPTAINER_TMPDIR (SINGULARITY_TMPDIR), else TMPDIR, else /tmp."""
+    """--tmpdir, else the environment's (:func:`capsa.scratch.scratch_dir`)."""
+    from capsa.scratch import scratch_dir
+
     flag = getattr(args, "tmpdir", None)  # exec has no --tmpdir flag
-    return Path(flag or _env("TMPDIR") or os.environ.get("TMPDIR") or "/tmp")
+    return Path(scratch_dir(os.environ, flag))
 
 
 def run(args: argparse.Namespace) -> int:
