@@ -138,6 +138,8 @@ def _into_cache(image: Any, uri: str, platform: Platform, options: PullOptions,
 
     cache.ensure()
     key = sif_cache_key(image.manifest_digest, platform.architecture, platform.variant)
+    if options.epoch is not None:  # a reproducible SIF is another file
+        key += f"-epoch{options.epoch}"
     cached = cache.sif_path(key)
     with cache.lock(f"sif-{key}"):
         if _valid_sif(cached, cache):
@@ -154,6 +156,11 @@ def cached_image(uri: str, options: PullOptions) -> Path:
     """The cached SIF for a ``docker://`` URI, pulled and converted if needed
     (for ``exec``/``run``/``shell docker://...``, which run it in place).
     Needs ``options.cache``."""
+    return pull_into_cache(uri, options).dest
+
+
+def pull_into_cache(uri: str, options: PullOptions) -> PullResult:
+    """:func:`cached_image`, with the manifest digest it resolved to."""
     from capsa.errors import UsageError
     from capsa.oci import registry as source
 
@@ -163,7 +170,8 @@ def cached_image(uri: str, options: PullOptions) -> Path:
     platform = options.platform or host_platform()
     image = source.resolve(rest, platform, options.registry)
     try:
-        return _into_cache(image, uri, platform, options, options.cache)[0]
+        cached, hit, report = _into_cache(image, uri, platform, options, options.cache)
+        return PullResult(cached, hit, image.manifest_digest, report)
     finally:
         image.client.close()
 
@@ -217,8 +225,9 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     run_config = dict(content.run_config)
     squashfs = work / "rootfs.sqfs"
     arch = _sif_goarch(content.platform.architecture)
-    top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch)
-    base = base_entries()
+    top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch,
+                           mtime=options.epoch)
+    base = base_entries(mtime=options.epoch)
 
     with guard(tmpdir_place(options.tmpdir)):
         report = _pack(squashfs, content, top, base, options)
@@ -231,7 +240,7 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     ]
     dest.parent.mkdir(parents=True, exist_ok=True)
     with guard(_place_of(dest, options)):
-        create(dest, objects)
+        create(dest, objects, deterministic=options.epoch is not None)
     return report
 
 
@@ -252,9 +261,10 @@ def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any]
     redirects: dict[str, tuple[str, int]] = {}
     for _attempt in range(8):
         write = functools.partial(_merge_into, content=content, top=top, base=base,
-                                  redirects=redirects, progress=options.progress)
+                                  redirects=redirects, progress=options.progress,
+                                  clamp_mtime=options.epoch)
         try:
-            report = from_tar_stream(squashfs, write, options.squashfs)
+            report = from_tar_stream(squashfs, write, options.squashfs, epoch=options.epoch)
         except RedirectNeeded as more:
             log.debug("following directory symlinks: %s", ", ".join(more.redirects))
             redirects = more.redirects
@@ -266,13 +276,14 @@ def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any]
 
 def _merge_into(out: Any, *, content: ImageContent, top: list[Any], base: list[Any],
                 redirects: dict[str, tuple[str, int]],
-                progress: Callable[[str, int, int], None] | None) -> MergeReport:
+                progress: Callable[[str, int, int], None] | None,
+                clamp_mtime: int | None) -> MergeReport:
     def on_layer(done: int, total: int) -> None:
         if progress is not None:
             progress("squashfs", done, total)
 
     return merge_layers(out, content.layers, top=top, base=base, redirects=redirects,
-                        on_layer=on_layer)
+                        on_layer=on_layer, clamp_mtime=clamp_mtime)
 
 
 def _sif_goarch(arch: str) -> str:

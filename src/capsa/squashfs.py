@@ -89,7 +89,8 @@ def _int(flag: str, value: str | None) -> int:
 def from_tar_stream(dest: str | os.PathLike[str], write_tar: Callable[[BinaryIO], object],
                     options: SquashfsOptions = SquashfsOptions(), *,
                     runner: Runner = DEFAULT_RUNNER,
-                    progress: Callable[[int], object] | None = None) -> object:
+                    progress: Callable[[int], object] | None = None,
+                    epoch: int | None = None) -> object:
     """Pack what *write_tar* writes (a tar stream) into a squashfs at *dest*.
 
     *write_tar* runs in this thread; a relay thread splices the stream on to
@@ -97,10 +98,11 @@ def from_tar_stream(dest: str | os.PathLike[str], write_tar: Callable[[BinaryIO]
     few times a second); its result is returned.  On any error *dest* is
     removed.  ``tar2sqfs`` says only "I/O error" when its filesystem fills
     up (and removes what it wrote): a failure with less room left there than
-    the stream it was given counts as running out of space.
+    the stream it was given counts as running out of space.  *epoch*
+    (SOURCE_DATE_EPOCH) is the filesystem's creation time.
     """
     argv = ["tar2sqfs", "-q", "-f", "-s", *options.argv(), os.fspath(dest)]
-    packing = _Packing(progress)
+    packing = _Packing(progress, epoch)
     tar_read, tar_write = os.pipe()
     pack_read, pack_write = os.pipe()
     threads = [threading.Thread(target=packing.relay, args=(tar_read, pack_write), daemon=True),
@@ -126,8 +128,9 @@ def from_tar_stream(dest: str | os.PathLike[str], write_tar: Callable[[BinaryIO]
 class _Packing:
     """What the relay and ``tar2sqfs`` threads leave for the caller's thread."""
 
-    def __init__(self, progress: Callable[[int], object] | None) -> None:
+    def __init__(self, progress: Callable[[int], object] | None, epoch: int | None) -> None:
         self.progress = progress
+        self.epoch = epoch
         self.fed = 0
         self.outcome: Completed | BaseException | None = None
 
@@ -153,7 +156,9 @@ class _Packing:
 
     def pack(self, runner: Runner, argv: Sequence[str], read_fd: int) -> None:
         try:
-            self.outcome = runner.run(argv, stdin=read_fd, check=False)
+            env = None if self.epoch is None else {**os.environ,
+                                                   "SOURCE_DATE_EPOCH": str(self.epoch)}
+            self.outcome = runner.run(argv, stdin=read_fd, check=False, env=env)
         except BaseException as err:  # reported in the caller's thread
             self.outcome = err
         finally:

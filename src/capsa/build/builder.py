@@ -49,6 +49,9 @@ class BuildOptions:
     squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
     arch: str = ""                  # GOARCH recorded in the SIF; "" = this host's
     tmpdir: Path = Path("/tmp")
+    # SOURCE_DATE_EPOCH: the same definition from the same base digest with a
+    # deterministic %post gives a byte-identical SIF (times clamped to it).
+    epoch: int | None = None
 
     def wants(self, section: str) -> bool:
         return "all" in self.sections or section in self.sections
@@ -167,7 +170,8 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         base = agents.bootstrap(stage, rootfs, context)
         if options.fix_perms:
             fix_permissions(rootfs)
-    write_metadata(stage, rootfs, base, definition, phase="base", arch=_arch(options))
+    write_metadata(stage, rootfs, base, definition, phase="base", arch=_arch(options),
+                   epoch=options.epoch)
     if options.wants("setup") and stage.script("setup").body.strip():
         run_setup(stage.script("setup"), rootfs, options.container.runner)
     if options.wants("files"):
@@ -182,7 +186,7 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         apps.install(app, rootfs, options.container)
         apps.write_metadata(app, rootfs)
     write_metadata(stage, rootfs, base, definition, phase="final", arch=_arch(options),
-                   sections=options.sections)
+                   sections=options.sections, epoch=options.epoch)
     return base
 
 
@@ -244,11 +248,12 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
 
     log.info("Creating SIF file...")
     squashfs = work / "rootfs.sqfs"
-    pack_squashfs(rootfs, squashfs, options.squashfs, options.container.runner)
+    pack_squashfs(rootfs, squashfs, options.squashfs, options.container.runner,
+                  epoch=options.epoch)
     arch = _arch(options)
     objects = [
         NewObject(DataType.DEFFILE, data=(definition.text or definition.raw).encode()),
-        NewObject(DataType.GENERIC_JSON, data=_inspect_metadata(rootfs),
+        NewObject(DataType.GENERIC_JSON, data=_inspect_metadata(rootfs, options.epoch),
                   name="inspect-metadata.json"),
         *([NewObject(DataType.GENERIC_JSON, data=oci_config, name="oci-config.json")]
           if oci_config else []),
@@ -258,16 +263,16 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
     with guard(Place(str(dest.absolute().parent))):
         if dest.is_dir() and not dest.is_symlink():
             temporary = dest.with_name(f".{dest.name}.build-{os.getpid()}.sif")
-            create(temporary, objects)
+            create(temporary, objects, deterministic=options.epoch is not None)
             remove_tree(dest)
             os.replace(temporary, dest)
         else:
-            create(dest, objects)
+            create(dest, objects, deterministic=options.epoch is not None)
     with contextlib.suppress(OSError):
         os.chmod(dest, 0o755 & ~_umask())
 
 
-def _inspect_metadata(rootfs: Path) -> bytes:
+def _inspect_metadata(rootfs: Path, epoch: int | None) -> bytes:
     """The ``inspect-metadata.json`` object: labels, deffile, scripts."""
     meta = rootfs / ".singularity.d"
 
@@ -287,7 +292,7 @@ def _inspect_metadata(rootfs: Path) -> bytes:
                   "environment": {"/.singularity.d/env/90-environment.sh":
                                   read("env/90-environment.sh")}}
     data = {"type": "container", "data": {"attributes": attributes},
-            "created": int(time.time())}
+            "created": int(time.time()) if epoch is None else epoch}
     return json.dumps(data).encode()
 
 

@@ -117,8 +117,9 @@ def confined(root: Path, inner: str, *, check_leaf: bool = True) -> Path:
 
 
 def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
-                  runner: Runner = DEFAULT_RUNNER) -> None:
-    """The sandbox as a squashfs image at *dest*."""
+                  runner: Runner = DEFAULT_RUNNER, *, epoch: int | None = None) -> None:
+    """The sandbox as a squashfs image at *dest*; with *epoch*
+    (SOURCE_DATE_EPOCH), reproducibly (:func:`reproducible_tar_flags`)."""
     tar = require("tar")
     argv = [tar, "-C", str(sandbox), "-c", "-f", "-", "--numeric-owner", "--xattrs",
             "--exclude=./.post.script", "--exclude=./.build.labels"]
@@ -129,13 +130,22 @@ def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
         unshare = which("unshare")
         if unshare is not None:
             argv = [unshare, "--map-root-user", *argv]
+    if epoch is not None:
+        argv += reproducible_tar_flags(epoch)
     argv.append(".")
 
     def write(out: BinaryIO) -> None:
         out.flush()
         runner.run(argv, stdout=out)
 
-    from_tar_stream(dest, write, options)
+    from_tar_stream(dest, write, options, epoch=epoch)
+
+
+def reproducible_tar_flags(epoch: int) -> list[str]:
+    """GNU tar's flags for a stream that depends only on the tree: members in
+    name order (not directory order), no time after *epoch*
+    (reproducible-builds.org's recipe; squashfs keeps only mtimes)."""
+    return ["--sort=name", f"--mtime=@{epoch}", "--clamp-mtime"]
 
 
 def remove_tree(path: Path) -> None:

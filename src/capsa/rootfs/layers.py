@@ -200,8 +200,10 @@ class LayerMerger:
     """Writes the merged tree of the given layers into *out* as one tar."""
 
     def __init__(self, out: BinaryIO, redirects: Redirects | None = None,
-                 on_layer: Callable[[int, int], object] | None = None) -> None:
+                 on_layer: Callable[[int, int], object] | None = None,
+                 clamp_mtime: int | None = None) -> None:
         self._on_layer = on_layer  # (layers done, layers in all): progress
+        self._clamp_mtime = clamp_mtime
         self._redirects = dict(redirects or {})
         self._found: dict[str, tuple[str, int]] = {}
         self._index = 0
@@ -364,6 +366,8 @@ class LayerMerger:
         else:
             info.size = 0
         info.pax_headers = {k: v for k, v in info.pax_headers.items() if k not in _DERIVED_PAX}
+        if self._clamp_mtime is not None and info.mtime > self._clamp_mtime:
+            info.mtime = self._clamp_mtime
         self._out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         if info.size:
             self._copy_data(info, data)
@@ -397,8 +401,10 @@ def merge_layers(out: BinaryIO, layers: Sequence[LayerFile], *,
                  top: Iterable[SyntheticEntry] = (),
                  base: Iterable[SyntheticEntry] = (),
                  redirects: Redirects | None = None,
-                 on_layer: Callable[[int, int], object] | None = None) -> MergeReport:
-    """Write the merged root filesystem of *layers* (bottom first) to *out*.
+                 on_layer: Callable[[int, int], object] | None = None,
+                 clamp_mtime: int | None = None) -> MergeReport:
+    """Write the merged root filesystem of *layers* (bottom first) to *out*;
+    with *clamp_mtime*, no entry is newer than it (SOURCE_DATE_EPOCH).
     May raise :class:`RedirectNeeded`: then merge again, into a fresh *out*."""
-    merger = LayerMerger(out, redirects, on_layer)
+    merger = LayerMerger(out, redirects, on_layer, clamp_mtime)
     return merger.merge(layers, top=list(top), base=list(base))

@@ -105,11 +105,26 @@ def tmpdir_of(args: argparse.Namespace) -> Path:
     return Path(scratch_dir(os.environ, flag))
 
 
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` (seconds since 1970, UTC) when set: Apptainer
+    1.5's switch for reproducible images (reproducible-builds.org)."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return None
+    if not value.isdigit() or not value.isascii():
+        from capsa.errors import UsageError
+
+        raise UsageError(f"could not parse SOURCE_DATE_EPOCH {value!r}: expected a number "
+                         "of seconds since 1970-01-01 UTC")
+    return int(value)
+
+
 def run(args: argparse.Namespace) -> int:
     from capsa.cli import log
     from capsa.pull import PullOptions, check_destination, pull
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
 
+    epoch = source_date_epoch()
     dest, uri = destination(args)
     check_destination(dest, args.force)
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
@@ -118,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     progress = _progress() if sys.stderr.isatty() and log.enabled(log.NORMAL) else None
     options = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir_of(args),
                           squashfs=squashfs, registry=registry_options(args),
-                          progress=progress)
+                          progress=progress, epoch=epoch)
     try:
         pull(uri, dest, options)
     except OSError as err:  # disk full, permissions: one clear line
