@@ -231,6 +231,8 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
 
     with guard(tmpdir_place(options.tmpdir)):
         report = _pack(squashfs, content, top, base, options)
+    if options.progress is not None:
+        options.progress("packed", 0, 0)
     objects = [
         NewObject(DataType.DEFFILE, data=deffile_for(content.source)),
         NewObject(DataType.GENERIC_JSON, data=json.dumps(run_config).encode(),
@@ -278,12 +280,12 @@ def _merge_into(out: Any, *, content: ImageContent, top: list[Any], base: list[A
                 redirects: dict[str, tuple[str, int]],
                 progress: Callable[[str, int, int], None] | None,
                 clamp_mtime: int | None) -> MergeReport:
-    def on_layer(done: int, total: int) -> None:
+    def on_progress(done: int, total: int) -> None:
         if progress is not None:
             progress("squashfs", done, total)
 
     return merge_layers(out, content.layers, top=top, base=base, redirects=redirects,
-                        on_layer=on_layer, clamp_mtime=clamp_mtime)
+                        on_progress=on_progress, clamp_mtime=clamp_mtime)
 
 
 def _sif_goarch(arch: str) -> str:

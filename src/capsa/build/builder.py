@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,8 @@ class BuildOptions:
     # SOURCE_DATE_EPOCH: the same definition from the same base digest with a
     # deterministic %post gives a byte-identical SIF (times clamped to it).
     epoch: int | None = None
+    # (key, done, total) while packing, as PullOptions.progress (a terminal's bar)
+    progress: Callable[[str, int, int], None] | None = None
 
     def wants(self, section: str) -> bool:
         return "all" in self.sections or section in self.sections
@@ -249,7 +251,9 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
     log.info("Creating SIF file...")
     squashfs = work / "rootfs.sqfs"
     pack_squashfs(rootfs, squashfs, options.squashfs, options.container.runner,
-                  epoch=options.epoch)
+                  epoch=options.epoch, progress=_squashfs_progress(options))
+    if options.progress is not None:
+        options.progress("packed", 0, 0)
     arch = _arch(options)
     objects = [
         NewObject(DataType.DEFFILE, data=(definition.text or definition.raw).encode()),
@@ -270,6 +274,13 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
             create(dest, objects, deterministic=options.epoch is not None)
     with contextlib.suppress(OSError):
         os.chmod(dest, 0o755 & ~_umask())
+
+
+def _squashfs_progress(options: BuildOptions) -> Callable[[int, int], None] | None:
+    report = options.progress
+    if report is None:
+        return None
+    return lambda done, total: report("squashfs", done, total)
 
 
 def _inspect_metadata(rootfs: Path, epoch: int | None) -> bytes:

@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -117,9 +117,11 @@ def confined(root: Path, inner: str, *, check_leaf: bool = True) -> Path:
 
 
 def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
-                  runner: Runner = DEFAULT_RUNNER, *, epoch: int | None = None) -> None:
+                  runner: Runner = DEFAULT_RUNNER, *, epoch: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> None:
     """The sandbox as a squashfs image at *dest*; with *epoch*
-    (SOURCE_DATE_EPOCH), reproducibly (:func:`reproducible_tar_flags`)."""
+    (SOURCE_DATE_EPOCH), reproducibly (:func:`reproducible_tar_flags`);
+    *progress* gets (tar bytes packed, about how many there are)."""
     tar = require("tar")
     argv = [tar, "-C", str(sandbox), "-c", "-f", "-", "--numeric-owner", "--xattrs",
             "--exclude=./.post.script", "--exclude=./.build.labels"]
@@ -138,7 +140,27 @@ def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
         out.flush()
         runner.run(argv, stdout=out)
 
-    from_tar_stream(dest, write, options, epoch=epoch)
+    total = tar_size(sandbox) if progress is not None else 0
+
+    def fed(done: int) -> None:
+        if progress is not None:
+            progress(min(done, total), total)
+
+    from_tar_stream(dest, write, options, epoch=epoch,
+                    progress=fed if progress is not None else None)
+    fed(total)
+
+
+def tar_size(root: Path) -> int:
+    """About how long a tar of *root* is (headers and padded contents), for
+    a progress bar: one walk, no reading."""
+    size = 1024
+    for dirpath, dirs, files in os.walk(root):
+        size += 512 * (len(dirs) + len(files))
+        for name in files:
+            with contextlib.suppress(OSError):
+                size += -(-os.lstat(os.path.join(dirpath, name)).st_size // 512) * 512
+    return size
 
 
 def reproducible_tar_flags(epoch: int) -> list[str]:

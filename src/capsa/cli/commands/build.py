@@ -83,14 +83,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_target(dest, args.force, args.sandbox)
     definition = definition_for(args.spec, build_args(args), args.warn_unused_build_args)
+    options = build_options(args)
     try:
-        build(definition, dest, build_options(args))
+        build(definition, dest, options)
     except OSError as err:
         from capsa.errors import EnvironmentFailure
 
         where = f": {err.filename}" if err.filename else ""
         raise EnvironmentFailure(f"While performing build: {err.strerror or err}{where}"
                                  ) from err
+    finally:
+        if options.progress is not None:
+            options.progress("end", 0, 0)
     return 0
 
 
@@ -284,6 +288,7 @@ def build_options(args: argparse.Namespace) -> Any:
         tmpdir_of,
         usable_cache,
     )
+    from capsa.cli.progress import progress_for_terminal
     from capsa.cli.registry_flags import registry_options
     from capsa.pull import PullOptions
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
@@ -293,8 +298,10 @@ def build_options(args: argparse.Namespace) -> Any:
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
                 if args.mksquashfs_args else SquashfsOptions())
     epoch = source_date_epoch()
+    progress = progress_for_terminal()
     pull = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir,
-                       squashfs=squashfs, registry=registry_options(args), epoch=epoch)
+                       squashfs=squashfs, registry=registry_options(args), epoch=epoch,
+                       progress=progress)
     container = ContainerOptions(binds=tuple(args.bind), nv=args.nv, rocm=args.rocm,
                                  fakeroot=args.fakeroot, writable_tmpfs=args.writable_tmpfs,
                                  capsa=(sys.executable, "-m", "capsa", *_verbosity(args)))
@@ -302,4 +309,5 @@ def build_options(args: argparse.Namespace) -> Any:
                         notest=args.notest,
                         sections=_sections(args),
                         container=container, pull=pull, squashfs=squashfs,
-                        arch=args.arch or "", tmpdir=tmpdir, epoch=epoch)
+                        arch=args.arch or "", tmpdir=tmpdir, epoch=epoch,
+                        progress=progress)
