@@ -113,25 +113,57 @@ def is_full(directory: str | os.PathLike[str]) -> bool:
 @contextlib.contextmanager
 def guard(*places: Place, check_full: bool = False) -> Iterator[None]:
     """Turn running out of space in the block into one :class:`NoSpaceError`
-    naming where.  With *check_full*, any failure while one of *places* is
-    full counts too (a script's ``No space left on device`` reaches us only
-    as its exit status).  Check before the work directory is cleaned up:
-    removing it frees the space again."""
+    naming where.  With *check_full*, any failure after one of *places* ran
+    full counts too: a script's ``No space left on device`` reaches us only
+    as its exit status, and a package manager may free what it wrote before
+    it exits, so the places are watched while the block runs (and looked at
+    again before the caller cleans up, which frees the space)."""
+    watch = _Watch(places) if check_full else None
     try:
         yield
     except NoSpaceError:
         raise
     except (CapsaError, OSError) as err:
-        place = _culprit(err, places, check_full)
+        filled = watch.filled() if watch is not None else []
+        place = _culprit(err, places, filled)
         if place is None:
             raise
         raise NoSpaceError(place.message()) from err
+    finally:
+        if watch is not None:
+            watch.stop()
 
 
-def _culprit(err: BaseException, places: Sequence[Place], check_full: bool) -> Place | None:
-    full = [p for p in places if is_full(p.directory)]
-    if full and (check_full or says_no_space(err)):
-        return full[0]
+class _Watch:
+    """Which of *places* ran full at some moment (sampled 20 times a second)."""
+
+    def __init__(self, places: Sequence[Place]) -> None:
+        import threading
+
+        self.places = places
+        self.seen_full: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.seen_full.update(p.directory for p in self.places if is_full(p.directory))
+
+    def filled(self) -> list[Place]:
+        return [p for p in self.places if p.directory in self.seen_full or is_full(p.directory)]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _culprit(err: BaseException, places: Sequence[Place], filled: Sequence[Place]
+             ) -> Place | None:
+    """The place to blame, if *err* is about space or came once one filled up."""
+    if filled:
+        return filled[0]
     if says_no_space(err) and places:
-        return places[0]
+        full = [p for p in places if is_full(p.directory)]
+        return full[0] if full else places[0]
     return None

@@ -35,6 +35,8 @@ def _definition(scratch: Path, base: Path, post: str) -> Path:
 CASES = {
     "unpack": ("1m", "true"),
     "post": ("8m", "dd if=/dev/zero of=/fill bs=1M count=32"),
+    # as a package manager backing out: the space is free again at the end
+    "post-freed": ("8m", "dd if=/dev/zero of=/fill bs=1M count=32; sleep 0.5; rm /fill; exit 1"),
     "squashfs": ("10m", "head -c 6000000 /dev/urandom > /noise"),
 }
 
