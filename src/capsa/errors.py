@@ -16,6 +16,7 @@ line and an exit code (255 unless the error says otherwise)::
      +-- ContainerError        setting up or starting a container failed
      +-- ToolError             an external program failed or is missing
      +-- EnvironmentFailure    a capability of this host is missing
+          +-- NoSpaceError     a filesystem filled up (names where, and what to set)
 
 Every error carries a one-line, human message (``str(err)``).
 """
@@ -75,3 +76,8 @@ class ToolError(CapsaError):
 
 class EnvironmentFailure(CapsaError):
     """The host lacks a capability that the operation needs."""
+
+
+class NoSpaceError(EnvironmentFailure):
+    """A filesystem ran out of space; the message names the directory and
+    the variable that moves it (``APPTAINER_TMPDIR``...)."""

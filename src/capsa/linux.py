@@ -56,6 +56,9 @@ _libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
                         ctypes.c_ulong)
 _libc.syscall.restype = ctypes.c_long
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.statfs.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
+
+TMPFS_MAGIC = 0x01021994
 
 
 def _check(result: int, what: str, path: str | None = None) -> None:
@@ -119,6 +122,16 @@ def pivot_root(new_root: str) -> None:
     _check(_libc.syscall(number, b".", b"."), "pivot_root", new_root)
     umount(".", MNT_DETACH)
     os.chdir("/")
+
+
+def filesystem_type(path: str) -> int:
+    """The ``f_type`` magic number of the filesystem holding *path* (statfs;
+    ``os.statvfs`` leaves it out)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit
+    _check(_libc.statfs(_b(path), buf), "statfs", path)
+    # f_type comes first: a long, except on s390x where it is an unsigned int.
+    fmt = "=I" if os.uname().machine == "s390x" else "l"
+    return int(struct.unpack_from(fmt, buf.raw)[0])
 
 
 def set_no_new_privs() -> None:

@@ -29,6 +29,7 @@ from capsa.oci.options import PullOptions as PullOptions  # re-exported: the pul
 from capsa.registry import host_platform
 from capsa.rootfs.layers import MergeReport, RedirectNeeded, merge_layers
 from capsa.rootfs.singularity_d import base_entries, metadata_entries
+from capsa.scratch import Place, cache_place, guard, tmpdir_place
 from capsa.squashfs import from_tar_stream
 
 log = report.getLogger("capsa.pull")
@@ -71,7 +72,8 @@ def pull(uri: str, dest: Path, options: PullOptions) -> PullResult:
         pull_oras(rest, dest, options)
         return PullResult(dest, False, None)
     with _workdir(options.tmpdir) as work:
-        content = _local_content(scheme, rest, work, platform, uri)
+        with guard(tmpdir_place(options.tmpdir)):
+            content = _local_content(scheme, rest, work, platform, uri)
         report = convert(content, dest, options, work)
     return PullResult(dest, False, content.manifest_digest, report)
 
@@ -118,11 +120,14 @@ def _fetch_and_convert(image: Any, uri: str, dest: Path, platform: Platform,
     cache = options.cache
     if cache is None:
         with _workdir(options.tmpdir) as work:
-            content = source.fetch(image, ContentCache(work / "blobs"), options.progress, uri)
+            with guard(tmpdir_place(options.tmpdir)):
+                content = source.fetch(image, ContentCache(work / "blobs"), options.progress,
+                                       uri)
             report = convert(content, dest, options, work)
         return PullResult(dest, False, image.manifest_digest, report)
     cached, hit, merged = _into_cache(image, uri, platform, options, cache)
-    copy_atomic(cached, dest)
+    with guard(Place(str(dest.parent.absolute()))):
+        copy_atomic(cached, dest)
     return PullResult(dest, hit, image.manifest_digest, merged)
 
 
@@ -133,12 +138,15 @@ def _into_cache(image: Any, uri: str, platform: Platform, options: PullOptions,
 
     cache.ensure()
     key = sif_cache_key(image.manifest_digest, platform.architecture, platform.variant)
+    if options.epoch is not None:  # a reproducible SIF is another file
+        key += f"-epoch{options.epoch}"
     cached = cache.sif_path(key)
     with cache.lock(f"sif-{key}"):
         if _valid_sif(cached, cache):
             log.info("Using cached SIF image")
             return cached, True, None
-        content = source.fetch(image, cache, options.progress, uri)
+        with guard(cache_place(cache.root)):
+            content = source.fetch(image, cache, options.progress, uri)
         with _workdir(options.tmpdir) as work:
             report = convert(content, cached, options, work)
     return cached, False, report
@@ -148,6 +156,11 @@ def cached_image(uri: str, options: PullOptions) -> Path:
     """The cached SIF for a ``docker://`` URI, pulled and converted if needed
     (for ``exec``/``run``/``shell docker://...``, which run it in place).
     Needs ``options.cache``."""
+    return pull_into_cache(uri, options).dest
+
+
+def pull_into_cache(uri: str, options: PullOptions) -> PullResult:
+    """:func:`cached_image`, with the manifest digest it resolved to."""
     from capsa.errors import UsageError
     from capsa.oci import registry as source
 
@@ -157,7 +170,8 @@ def cached_image(uri: str, options: PullOptions) -> Path:
     platform = options.platform or host_platform()
     image = source.resolve(rest, platform, options.registry)
     try:
-        return _into_cache(image, uri, platform, options, options.cache)[0]
+        cached, hit, report = _into_cache(image, uri, platform, options, options.cache)
+        return PullResult(cached, hit, image.manifest_digest, report)
     finally:
         image.client.close()
 
@@ -211,10 +225,14 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     run_config = dict(content.run_config)
     squashfs = work / "rootfs.sqfs"
     arch = _sif_goarch(content.platform.architecture)
-    top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch)
-    base = base_entries()
+    top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch,
+                           mtime=options.epoch)
+    base = base_entries(mtime=options.epoch)
 
-    report = _pack(squashfs, content, top, base, options)
+    with guard(tmpdir_place(options.tmpdir)):
+        report = _pack(squashfs, content, top, base, options)
+    if options.progress is not None:
+        options.progress("packed", 0, 0)
     objects = [
         NewObject(DataType.DEFFILE, data=deffile_for(content.source)),
         NewObject(DataType.GENERIC_JSON, data=json.dumps(run_config).encode(),
@@ -223,8 +241,17 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
                   part_type=PartType.PRIMSYS, arch=arch),
     ]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    create(dest, objects)
+    with guard(_place_of(dest, options)):
+        create(dest, objects, deterministic=options.epoch is not None)
     return report
+
+
+def _place_of(dest: Path, options: PullOptions) -> Place:
+    """Where *dest* is written: the cache (with its variable) or the user's."""
+    cache = options.cache
+    if cache is not None and dest.absolute().is_relative_to(cache.root.absolute()):
+        return cache_place(cache.root)
+    return Place(str(dest.parent.absolute()))
 
 
 def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any],
@@ -236,9 +263,10 @@ def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any]
     redirects: dict[str, tuple[str, int]] = {}
     for _attempt in range(8):
         write = functools.partial(_merge_into, content=content, top=top, base=base,
-                                  redirects=redirects, progress=options.progress)
+                                  redirects=redirects, progress=options.progress,
+                                  clamp_mtime=options.epoch)
         try:
-            report = from_tar_stream(squashfs, write, options.squashfs)
+            report = from_tar_stream(squashfs, write, options.squashfs, epoch=options.epoch)
         except RedirectNeeded as more:
             log.debug("following directory symlinks: %s", ", ".join(more.redirects))
             redirects = more.redirects
@@ -250,13 +278,14 @@ def _pack(squashfs: Path, content: ImageContent, top: list[Any], base: list[Any]
 
 def _merge_into(out: Any, *, content: ImageContent, top: list[Any], base: list[Any],
                 redirects: dict[str, tuple[str, int]],
-                progress: Callable[[str, int, int], None] | None) -> MergeReport:
-    def on_layer(done: int, total: int) -> None:
+                progress: Callable[[str, int, int], None] | None,
+                clamp_mtime: int | None) -> MergeReport:
+    def on_progress(done: int, total: int) -> None:
         if progress is not None:
             progress("squashfs", done, total)
 
     return merge_layers(out, content.layers, top=top, base=base, redirects=redirects,
-                        on_layer=on_layer)
+                        on_progress=on_progress, clamp_mtime=clamp_mtime)
 
 
 def _sif_goarch(arch: str) -> str:

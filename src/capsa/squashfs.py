@@ -11,6 +11,7 @@ squashfs support (older than 4.14).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import threading
@@ -20,10 +21,12 @@ from typing import BinaryIO
 
 from capsa.errors import CapsaError, ToolError, UsageError
 from capsa.proc import DEFAULT_RUNNER, Completed, Runner
+from capsa.scratch import free_space
 
 COMPRESSORS = ("zstd", "gzip", "xz", "lz4", "lzo", "lzma")
 DEFAULT_COMPRESSOR = "zstd"
 DEFAULT_LEVEL = 3
+_RELAY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,39 +88,97 @@ def _int(flag: str, value: str | None) -> int:
 
 def from_tar_stream(dest: str | os.PathLike[str], write_tar: Callable[[BinaryIO], object],
                     options: SquashfsOptions = SquashfsOptions(), *,
-                    runner: Runner = DEFAULT_RUNNER) -> object:
+                    runner: Runner = DEFAULT_RUNNER,
+                    progress: Callable[[int], object] | None = None,
+                    epoch: int | None = None) -> object:
     """Pack what *write_tar* writes (a tar stream) into a squashfs at *dest*.
 
-    *write_tar* runs in this thread, ``tar2sqfs`` reads the other end of a
-    pipe; its result is returned.  On any error *dest* is removed.
+    *write_tar* runs in this thread; a relay thread splices the stream on to
+    ``tar2sqfs`` and counts it (*progress* gets the bytes passed so far, a
+    few times a second); its result is returned.  On any error *dest* is
+    removed.  ``tar2sqfs`` says only "I/O error" when its filesystem fills
+    up (and removes what it wrote): a failure with less room left there than
+    the stream it was given counts as running out of space.  *epoch*
+    (SOURCE_DATE_EPOCH) is the filesystem's creation time.
     """
     argv = ["tar2sqfs", "-q", "-f", "-s", *options.argv(), os.fspath(dest)]
-    read_fd, write_fd = os.pipe()
-    outcome: dict[str, Completed | BaseException] = {}
-    worker = threading.Thread(target=_run_packer, args=(runner, argv, read_fd, outcome),
-                              daemon=True)
-    worker.start()
+    packing = _Packing(progress, epoch)
+    tar_read, tar_write = os.pipe()
+    pack_read, pack_write = os.pipe()
+    threads = [threading.Thread(target=packing.relay, args=(tar_read, pack_write), daemon=True),
+               threading.Thread(target=packing.pack, args=(runner, argv, pack_read),
+                                daemon=True)]
+    for thread in threads:
+        thread.start()
     try:
-        result = _feed(write_fd, write_tar)
+        result = _feed(tar_write, write_tar)
     except BaseException as err:
-        worker.join()
-        _remove(dest)
+        for thread in threads:
+            thread.join()
         if isinstance(err, ToolError):
-            _check(outcome, dest)  # prefer tar2sqfs's own message
+            packing.check(dest)  # prefer tar2sqfs's own message
+        _remove(dest)
         raise
-    worker.join()
-    _check(outcome, dest)
+    for thread in threads:
+        thread.join()
+    packing.check(dest)
     return result
 
 
-def _run_packer(runner: Runner, argv: Sequence[str], read_fd: int,
-                outcome: dict[str, Completed | BaseException]) -> None:
-    try:
-        outcome["done"] = runner.run(argv, stdin=read_fd, check=False)
-    except BaseException as err:  # reported in the caller's thread
-        outcome["error"] = err
-    finally:
-        os.close(read_fd)
+class _Packing:
+    """What the relay and ``tar2sqfs`` threads leave for the caller's thread."""
+
+    def __init__(self, progress: Callable[[int], object] | None, epoch: int | None) -> None:
+        self.progress = progress
+        self.epoch = epoch
+        self.fed = 0
+        self.outcome: Completed | BaseException | None = None
+
+    def relay(self, source: int, sink: int) -> None:
+        """Splice the tar stream from *source* to *sink*, counting it."""
+        import time
+
+        shown = 0.0
+        try:
+            while True:
+                moved = os.splice(source, sink, _RELAY_CHUNK)
+                if moved == 0:
+                    break
+                self.fed += moved
+                if self.progress is not None and time.monotonic() - shown > 0.1:
+                    shown = time.monotonic()
+                    self.progress(self.fed)
+        except OSError:
+            pass  # tar2sqfs stopped reading: the writer sees the broken pipe too
+        finally:
+            os.close(sink)
+            os.close(source)
+
+    def pack(self, runner: Runner, argv: Sequence[str], read_fd: int) -> None:
+        try:
+            env = None if self.epoch is None else {**os.environ,
+                                                   "SOURCE_DATE_EPOCH": str(self.epoch)}
+            self.outcome = runner.run(argv, stdin=read_fd, check=False, env=env)
+        except BaseException as err:  # reported in the caller's thread
+            self.outcome = err
+        finally:
+            os.close(read_fd)
+
+    def check(self, dest: str | os.PathLike[str]) -> None:
+        error = self.outcome
+        if isinstance(error, BaseException):
+            _remove(dest)
+            if isinstance(error, CapsaError):
+                raise error
+            raise ToolError(f"tar2sqfs failed: {error}") from error
+        if isinstance(error, Completed) and error.returncode != 0:
+            room = free_space(os.path.dirname(os.path.abspath(dest)))
+            _remove(dest)
+            detail = error.stderr.decode(errors="replace").strip().splitlines()
+            last = detail[-1] if detail else f"exit status {error.returncode}"
+            if room < self.fed:
+                last += f" ({os.strerror(errno.ENOSPC)})"
+            raise ToolError(f"tar2sqfs failed: {last}")
 
 
 def _feed(write_fd: int, write_tar: Callable[[BinaryIO], object]) -> object:
@@ -134,21 +195,6 @@ def _feed(write_fd: int, write_tar: Callable[[BinaryIO], object]) -> object:
             pipe.close()
         raise
     return result
-
-
-def _check(outcome: dict[str, Completed | BaseException], dest: str | os.PathLike[str]) -> None:
-    error = outcome.get("error")
-    if isinstance(error, BaseException):
-        _remove(dest)
-        if isinstance(error, CapsaError):
-            raise error
-        raise ToolError(f"tar2sqfs failed: {error}") from error
-    done = outcome.get("done")
-    if isinstance(done, Completed) and done.returncode != 0:
-        _remove(dest)
-        detail = done.stderr.decode(errors="replace").strip().splitlines()
-        last = detail[-1] if detail else f"exit status {done.returncode}"
-        raise ToolError(f"tar2sqfs failed: {last}")
 
 
 def _remove(path: str | os.PathLike[str]) -> None:

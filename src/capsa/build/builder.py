@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
 from capsa.errors import ContainerError, NotFoundError, UsageError
 from capsa.proc import require
 from capsa.pull import PullOptions
+from capsa.scratch import Place, guard, tmpdir_place
 from capsa.squashfs import SquashfsOptions
 
 log = report.getLogger("capsa.build")
@@ -57,6 +58,11 @@ class BuildOptions:
     arch: str = ""                  # GOARCH recorded in the SIF; "" = this host's
     tmpdir: Path = Path("/tmp")
     ownership: Ownership = REAL_OWNERS
+    # SOURCE_DATE_EPOCH: the same definition from the same base digest with a
+    # deterministic %post gives a byte-identical SIF (times clamped to it).
+    epoch: int | None = None
+    # (key, done, total) while packing, as PullOptions.progress (a terminal's bar)
+    progress: Callable[[str, int, int], None] | None = None
 
     def wants(self, section: str) -> bool:
         return "all" in self.sections or section in self.sections
@@ -77,11 +83,12 @@ def build(definition: Definition, dest: Path, options: BuildOptions) -> None:
         options = _with_fakeroot_database(options, work)
         rootfs = _final_rootfs(dest, work, options)
         try:
-            base = _build_stages(definition, rootfs, work, options)
-            if options.sandbox:
-                _install_sandbox(rootfs, dest)
-            else:
-                _write_sif(definition, rootfs, dest, work, options, base.oci_config)
+            with guard(*_scratch_places(dest, options), check_full=True):
+                base = _build_stages(definition, rootfs, work, options)
+                if options.sandbox:
+                    _install_sandbox(rootfs, dest)
+                else:
+                    _write_sif(definition, rootfs, dest, work, options, base.oci_config)
         finally:
             remove_tree(rootfs)
     log.info("Build complete: %s", dest)
@@ -93,7 +100,8 @@ def _update_sandbox(definition: Definition, dest: Path, options: BuildOptions) -
     if not dest.is_dir():
         raise NotFoundError(f"could not update sandbox {dest}: doesn't exist")
     log.info("Building into existing container: %s", dest)
-    with _workdir(options.tmpdir) as work:
+    with _workdir(options.tmpdir) as work, guard(*_scratch_places(dest, options),
+                                                 check_full=True):
         options = _with_fakeroot_database(options, work)
         _build_stages(definition, dest, work, options, update=True)
 
@@ -109,6 +117,15 @@ def _with_fakeroot_database(options: BuildOptions, work: Path) -> BuildOptions:
     return dataclasses.replace(
         options, ownership=dataclasses.replace(options.ownership, state=state),
         container=dataclasses.replace(options.container, fakeroot_state=str(state)))
+
+
+def _scratch_places(dest: Path, options: BuildOptions) -> list[Place]:
+    """Where a build writes while it works: the temporary directory, and
+    beside a sandbox destination (the sandbox is built there)."""
+    places = [tmpdir_place(options.tmpdir)]
+    if options.sandbox or options.update:
+        places.append(Place(str(dest.absolute().parent)))
+    return places
 
 
 def _runs_in_container(definition: Definition, options: BuildOptions) -> bool:
@@ -180,7 +197,8 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         base = agents.bootstrap(stage, rootfs, context)
         if options.fix_perms:
             fix_permissions(rootfs)
-    write_metadata(stage, rootfs, base, definition, phase="base", arch=_arch(options))
+    write_metadata(stage, rootfs, base, definition, phase="base", arch=_arch(options),
+                   epoch=options.epoch)
     if options.wants("setup") and stage.script("setup").body.strip():
         run_setup(stage.script("setup"), rootfs, options.container.runner)
     if options.wants("files"):
@@ -199,7 +217,7 @@ def _build_stage(definition: Definition, stage: Stage, rootfs: Path, roots: dict
         apps.install(app, rootfs, options.container)
         apps.write_metadata(app, rootfs)
     write_metadata(stage, rootfs, base, definition, phase="final", arch=_arch(options),
-                   sections=options.sections)
+                   sections=options.sections, epoch=options.epoch)
     return base
 
 
@@ -274,29 +292,40 @@ def _write_sif(definition: Definition, rootfs: Path, dest: Path, work: Path,
     log.info("Creating SIF file...")
     squashfs = work / "rootfs.sqfs"
     pack_squashfs(rootfs, squashfs, options.squashfs, options.container.runner,
-                  options.ownership)
+                  options.ownership, epoch=options.epoch,
+                  progress=_squashfs_progress(options))
+    if options.progress is not None:
+        options.progress("packed", 0, 0)
     arch = _arch(options)
     objects = [
         NewObject(DataType.DEFFILE, data=(definition.text or definition.raw).encode()),
-        NewObject(DataType.GENERIC_JSON, data=_inspect_metadata(rootfs),
+        NewObject(DataType.GENERIC_JSON, data=_inspect_metadata(rootfs, options.epoch),
                   name="inspect-metadata.json"),
         *([NewObject(DataType.GENERIC_JSON, data=oci_config, name="oci-config.json")]
           if oci_config else []),
         NewObject(DataType.PARTITION, path=str(squashfs), fs_type=FSType.SQUASHFS,
                   part_type=PartType.PRIMSYS, arch=sif_arch(arch)),
     ]
-    if dest.is_dir() and not dest.is_symlink():
-        temporary = dest.with_name(f".{dest.name}.build-{os.getpid()}.sif")
-        create(temporary, objects)
-        remove_tree(dest)
-        os.replace(temporary, dest)
-    else:
-        create(dest, objects)
+    with guard(Place(str(dest.absolute().parent))):
+        if dest.is_dir() and not dest.is_symlink():
+            temporary = dest.with_name(f".{dest.name}.build-{os.getpid()}.sif")
+            create(temporary, objects, deterministic=options.epoch is not None)
+            remove_tree(dest)
+            os.replace(temporary, dest)
+        else:
+            create(dest, objects, deterministic=options.epoch is not None)
     with contextlib.suppress(OSError):
         os.chmod(dest, 0o755 & ~_umask())
 
 
-def _inspect_metadata(rootfs: Path) -> bytes:
+def _squashfs_progress(options: BuildOptions) -> Callable[[int, int], None] | None:
+    report = options.progress
+    if report is None:
+        return None
+    return lambda done, total: report("squashfs", done, total)
+
+
+def _inspect_metadata(rootfs: Path, epoch: int | None) -> bytes:
     """The ``inspect-metadata.json`` object: labels, deffile, scripts."""
     meta = rootfs / ".singularity.d"
 
@@ -316,7 +345,7 @@ def _inspect_metadata(rootfs: Path) -> bytes:
                   "environment": {"/.singularity.d/env/90-environment.sh":
                                   read("env/90-environment.sh")}}
     data = {"type": "container", "data": {"attributes": attributes},
-            "created": int(time.time())}
+            "created": int(time.time()) if epoch is None else epoch}
     return json.dumps(data).encode()
 
 

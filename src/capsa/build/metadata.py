@@ -29,15 +29,17 @@ META = ".singularity.d"
 
 
 def write_metadata(stage: Stage, rootfs: Path, base: Base, definition: Definition, *,
-                   phase: str, arch: str, sections: Collection[str] = ("all",)) -> None:
-    """``phase="base"`` right after bootstrap, ``"final"`` after %post."""
+                   phase: str, arch: str, sections: Collection[str] = ("all",),
+                   epoch: int | None = None) -> None:
+    """``phase="base"`` right after bootstrap, ``"final"`` after %post;
+    *epoch* (SOURCE_DATE_EPOCH) stands for "now" in what is written."""
     from capsa.build.sandbox import confined, write_entries
 
     if phase == "base":
         # A base with its own tree keeps it; only what it lacks is added
         # (an old image without 95-apps.sh, the action scripts...).
-        write_entries(rootfs, metadata_entries({}), replace=not base.has_metadata)
-        write_entries(rootfs, base_entries(), replace=False)
+        write_entries(rootfs, metadata_entries({}, mtime=epoch), replace=not base.has_metadata)
+        write_entries(rootfs, base_entries(mtime=epoch), replace=False)
         (rootfs / META / "env").mkdir(parents=True, exist_ok=True)
         return
 
@@ -51,7 +53,7 @@ def write_metadata(stage: Stage, rootfs: Path, base: Base, definition: Definitio
         log.info("Adding help info")
         _write(meta / "runscript.help", _dedent_trailing(stage.script("help").body), 0o644)
     if wants("labels"):
-        _write_labels(stage, rootfs, base, arch)
+        _write_labels(stage, rootfs, base, arch, epoch)
     if wants("environment") and stage.script("environment").body.strip():
         log.info("Adding environment to container")
         _append_environment(meta / "env/90-environment.sh", stage.script("environment").body)
@@ -98,7 +100,8 @@ def _append_environment(path: Path, body: str) -> None:
     _write(path, existing + body.rstrip("\n") + "\n", 0o755)
 
 
-def _write_labels(stage: Stage, rootfs: Path, base: Base, arch: str) -> None:
+def _write_labels(stage: Stage, rootfs: Path, base: Base, arch: str,
+                  epoch: int | None) -> None:
     path = rootfs / META / "labels.json"
     labels: dict[str, str] = {}
     try:
@@ -107,7 +110,7 @@ def _write_labels(stage: Stage, rootfs: Path, base: Base, arch: str) -> None:
             labels.update({str(k): str(v) for k, v in loaded.items()})
     except (OSError, ValueError):
         pass
-    now = int(time.time())
+    now = int(time.time()) if epoch is None else epoch
     labels.update(build_labels(dict(stage.header), arch, now))
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     labels["org.opencontainers.image.created"] = created

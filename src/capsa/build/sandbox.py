@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -186,9 +186,14 @@ def confined(root: Path, inner: str, *, check_leaf: bool = True) -> Path:
 
 
 def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
-                  runner: Runner = DEFAULT_RUNNER, ownership: Ownership = REAL_OWNERS) -> None:
+                  runner: Runner = DEFAULT_RUNNER, ownership: Ownership = REAL_OWNERS, *,
+                  epoch: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> None:
     """The sandbox as a squashfs image at *dest*, with the owners
-    *ownership* keeps (read through fakeroot's database where it is one)."""
+    *ownership* keeps (read through fakeroot's database where it is one);
+    with *epoch* (SOURCE_DATE_EPOCH), reproducibly
+    (:func:`reproducible_tar_flags`); *progress* gets (tar bytes packed,
+    about how many there are)."""
     tar = require("tar")
     argv = [tar, "-C", str(sandbox), "-c", "-f", "-", "--numeric-owner", "--xattrs",
             "--exclude=./.post.script", "--exclude=./.build.labels"]
@@ -200,13 +205,42 @@ def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
         unshare = which("unshare")
         if unshare is not None:
             argv = [unshare, "--map-root-user", *argv]
+    if epoch is not None:
+        argv += reproducible_tar_flags(epoch)
     argv = ownership.wrap([*argv, "."])
 
     def write(out: BinaryIO) -> None:
         out.flush()
         runner.run(argv, stdout=out, env=ownership.env)
 
-    from_tar_stream(dest, write, options)
+    total = tar_size(sandbox) if progress is not None else 0
+
+    def fed(done: int) -> None:
+        if progress is not None:
+            progress(min(done, total), total)
+
+    from_tar_stream(dest, write, options, epoch=epoch,
+                    progress=fed if progress is not None else None)
+    fed(total)
+
+
+def tar_size(root: Path) -> int:
+    """About how long a tar of *root* is (headers and padded contents), for
+    a progress bar: one walk, no reading."""
+    size = 1024
+    for dirpath, dirs, files in os.walk(root):
+        size += 512 * (len(dirs) + len(files))
+        for name in files:
+            with contextlib.suppress(OSError):
+                size += -(-os.lstat(os.path.join(dirpath, name)).st_size // 512) * 512
+    return size
+
+
+def reproducible_tar_flags(epoch: int) -> list[str]:
+    """GNU tar's flags for a stream that depends only on the tree: members in
+    name order (not directory order), no time after *epoch*
+    (reproducible-builds.org's recipe; squashfs keeps only mtimes)."""
+    return ["--sort=name", f"--mtime=@{epoch}", "--clamp-mtime"]
 
 
 def remove_tree(path: Path) -> None:

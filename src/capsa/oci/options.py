@@ -26,3 +26,6 @@ class PullOptions:
     squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
     registry: RegistryOptions | None = None  # --no-https, credentials, authfile
     progress: Callable[[str, int, int], None] | None = None
+    # SOURCE_DATE_EPOCH: byte-identical SIFs for the same image digest (no
+    # file newer than it, synthesised files at it, nil UUID and zero times).
+    epoch: int | None = None

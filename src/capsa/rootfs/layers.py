@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,12 +197,33 @@ class RedirectNeeded(Exception):
         self.redirects = dict(redirects)
 
 
+class _CountingReader:
+    """A layer blob that counts what has been read of it (for progress; the
+    count is read from another thread, which an int allows)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._raw.read(n)
+        self.count += len(chunk)
+        return chunk
+
+
 class LayerMerger:
     """Writes the merged tree of the given layers into *out* as one tar."""
 
     def __init__(self, out: BinaryIO, redirects: Redirects | None = None,
-                 on_layer: Callable[[int, int], object] | None = None) -> None:
-        self._on_layer = on_layer  # (layers done, layers in all): progress
+                 on_progress: Callable[[int, int], object] | None = None,
+                 clamp_mtime: int | None = None) -> None:
+        # (bytes of layer blobs read, bytes in all), a few times a second
+        self._on_progress = on_progress
+        self._blob_bytes = 0
+        self._done_bytes = 0
+        self._reading: _CountingReader | None = None
+        self._shown = 0.0
+        self._clamp_mtime = clamp_mtime
         self._redirects = dict(redirects or {})
         self._found: dict[str, tuple[str, int]] = {}
         self._index = 0
@@ -220,12 +242,13 @@ class LayerMerger:
         """*layers* bottom first, as in a manifest; *top* overrides them all,
         *base* fills in only what no layer has."""
         self._index = len(layers)
+        self._blob_bytes = sum(_blob_size(layer) for layer in layers)
         self._synthetic("capsa metadata", top)
         for index in reversed(range(len(layers))):
             self._index = index
             self._layer(layers[index])
-            if self._on_layer is not None:
-                self._on_layer(len(layers) - index, len(layers))
+            self._done_bytes += _blob_size(layers[index])
+            self._progress(force=True)
         self._index = -1
         self._synthetic("capsa base", base)
         if self._found:
@@ -244,16 +267,31 @@ class LayerMerger:
 
     def _layer(self, layer: LayerFile) -> None:
         try:
-            with layer.path.open("rb") as raw, Prefetcher(raw, layer.digest, layer.size) as stream:
-                self._read_tar(layer.label, cast(BinaryIO, stream))
-                stream.finish()
+            with layer.path.open("rb") as raw:
+                self._reading = _CountingReader(raw)
+                with Prefetcher(cast(BinaryIO, self._reading), layer.digest,
+                                layer.size) as stream:
+                    self._read_tar(layer.label, cast(BinaryIO, stream))
+                    stream.finish()
         except (CapsaError, BrokenPipeError):
             raise
         except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as err:
             raise FormatError(f"layer {layer.label} is not a valid tar archive: {err}") from err
         except Exception as err:  # zstandard.ZstdError and friends
             raise FormatError(f"layer {layer.label} cannot be decompressed: {err}") from err
+        finally:
+            self._reading = None
         self._plan.end_layer()
+
+    def _progress(self, *, force: bool = False) -> None:
+        if self._on_progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self._shown >= 0.1:
+            self._shown = now
+            reading = self._reading.count if self._reading is not None else 0
+            self._on_progress(min(self._done_bytes + reading, self._blob_bytes),
+                              self._blob_bytes)
 
     def _read_tar(self, label: str, stream: BinaryIO) -> None:
         try:
@@ -266,6 +304,7 @@ class LayerMerger:
             for member in tar:
                 data = tar.extractfile(member) if member.isreg() else None
                 self._consider(label, member, data)
+                self._progress()
 
     def _consider(self, label: str, info: tarfile.TarInfo, data: IO[bytes] | None) -> None:
         name, repaired = clean_name(info.name)
@@ -364,6 +403,8 @@ class LayerMerger:
         else:
             info.size = 0
         info.pax_headers = {k: v for k, v in info.pax_headers.items() if k not in _DERIVED_PAX}
+        if self._clamp_mtime is not None and info.mtime > self._clamp_mtime:
+            info.mtime = self._clamp_mtime
         self._out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         if info.size:
             self._copy_data(info, data)
@@ -397,8 +438,21 @@ def merge_layers(out: BinaryIO, layers: Sequence[LayerFile], *,
                  top: Iterable[SyntheticEntry] = (),
                  base: Iterable[SyntheticEntry] = (),
                  redirects: Redirects | None = None,
-                 on_layer: Callable[[int, int], object] | None = None) -> MergeReport:
-    """Write the merged root filesystem of *layers* (bottom first) to *out*.
-    May raise :class:`RedirectNeeded`: then merge again, into a fresh *out*."""
-    merger = LayerMerger(out, redirects, on_layer)
+                 on_progress: Callable[[int, int], object] | None = None,
+                 clamp_mtime: int | None = None) -> MergeReport:
+    """Write the merged root filesystem of *layers* (bottom first) to *out*;
+    *on_progress* gets (bytes of the layer blobs read, their total) a few
+    times a second; with *clamp_mtime*, no entry is newer than it
+    (SOURCE_DATE_EPOCH).  May raise :class:`RedirectNeeded`: then merge
+    again, into a fresh *out*."""
+    merger = LayerMerger(out, redirects, on_progress, clamp_mtime)
     return merger.merge(layers, top=list(top), base=list(base))
+
+
+def _blob_size(layer: LayerFile) -> int:
+    if layer.size is not None:
+        return layer.size
+    try:
+        return layer.path.stat().st_size
+    except OSError:
+        return 0

@@ -53,13 +53,11 @@ def resolve_in_root(root: str, path: str) -> str:
 
 
 def session_tmpdir() -> str:
-    """Where a session keeps its scratch: ``APPTAINER_TMPDIR``, ``TMPDIR``
-    (when they name a directory), else ``/tmp``."""
-    for name in ("APPTAINER_TMPDIR", "TMPDIR"):
-        value = os.environ.get(name)
-        if value and os.path.isdir(value):
-            return value
-    return "/tmp"
+    """Where a session keeps its scratch (:func:`capsa.scratch.scratch_dir`;
+    a variable naming no directory is passed over)."""
+    from capsa.scratch import scratch_dir
+
+    return scratch_dir(os.environ, existing_only=True)
 
 
 class Session:

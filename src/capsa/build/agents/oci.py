@@ -31,16 +31,15 @@ def source_uri(stage: Stage) -> str:
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
-    from capsa.pull import cached_image, pull
+    from capsa.pull import pull, pull_into_cache
 
     uri = source_uri(stage)
     log.info("Fetching OCI image...")
     if uri.startswith("docker://") and context.pull.cache is not None:
-        image = cached_image(uri, context.pull)
-        digest = ""
+        pulled = pull_into_cache(uri, context.pull)
     else:
-        image = context.work / "base.sif"
-        digest = pull(uri, image, context.pull).manifest_digest or ""
+        pulled = pull(uri, context.work / "base.sif", context.pull)
+    image, digest = pulled.dest, pulled.manifest_digest or ""
     log.info("Extracting OCI image...")
     unpack_image(image, rootfs, context.runner, context.ownership)
     config = _oci_config(image)

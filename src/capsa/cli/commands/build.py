@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         where = f": {err.filename}" if err.filename else ""
         raise EnvironmentFailure(f"While performing build: {err.strerror or err}{where}"
                                  ) from err
+    finally:
+        if options.progress is not None:
+            options.progress("end", 0, 0)
     return 0
 
 
@@ -325,7 +328,13 @@ def _verbosity(args: argparse.Namespace) -> list[str]:
 def build_options(args: argparse.Namespace) -> Any:
     from capsa.build.builder import BuildOptions
     from capsa.build.scripts import ContainerOptions
-    from capsa.cli.commands.pull import platform_of, tmpdir_of, usable_cache
+    from capsa.cli.commands.pull import (
+        platform_of,
+        source_date_epoch,
+        tmpdir_of,
+        usable_cache,
+    )
+    from capsa.cli.progress import progress_for_terminal
     from capsa.cli.registry_flags import registry_options
     from capsa.pull import PullOptions
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
@@ -334,8 +343,11 @@ def build_options(args: argparse.Namespace) -> Any:
     cache = usable_cache(disabled=args.disable_cache)
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
                 if args.mksquashfs_args else SquashfsOptions())
+    epoch = source_date_epoch()
+    progress = progress_for_terminal()
     pull = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir,
-                       squashfs=squashfs, registry=registry_options(args))
+                       squashfs=squashfs, registry=registry_options(args), epoch=epoch,
+                       progress=progress)
     container = ContainerOptions(binds=tuple(args.bind), nv=args.nv, rocm=args.rocm,
                                  fakeroot=args.fakeroot, writable_tmpfs=args.writable_tmpfs,
                                  capsa=(sys.executable, "-m", "capsa", *_verbosity(args)))
@@ -343,4 +355,5 @@ def build_options(args: argparse.Namespace) -> Any:
                         notest=args.notest,
                         sections=_sections(args),
                         container=container, pull=pull, squashfs=squashfs,
-                        arch=args.arch or "", tmpdir=tmpdir)
+                        arch=args.arch or "", tmpdir=tmpdir, epoch=epoch,
+                        progress=progress)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,25 +97,42 @@ _APPTAINER_ARCHES = {"arm32v5": ("arm", "v5"), "arm32v6": ("arm", "v6"),
 
 
 def tmpdir_of(args: argparse.Namespace) -> Path:
-    """--tmpdir, else APPTAINER_TMPDIR (SINGULARITY_TMPDIR), else TMPDIR, else /tmp."""
+    """--tmpdir, else the environment's (:func:`capsa.scratch.scratch_dir`)."""
+    from capsa.scratch import scratch_dir
+
     flag = getattr(args, "tmpdir", None)  # exec has no --tmpdir flag
-    return Path(flag or _env("TMPDIR") or os.environ.get("TMPDIR") or "/tmp")
+    return Path(scratch_dir(os.environ, flag))
+
+
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` (seconds since 1970, UTC) when set: Apptainer
+    1.5's switch for reproducible images (reproducible-builds.org)."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return None
+    if not value.isdigit() or not value.isascii():
+        from capsa.errors import UsageError
+
+        raise UsageError(f"could not parse SOURCE_DATE_EPOCH {value!r}: expected a number "
+                         "of seconds since 1970-01-01 UTC")
+    return int(value)
 
 
 def run(args: argparse.Namespace) -> int:
-    from capsa.cli import log
+    from capsa.cli.progress import progress_for_terminal
     from capsa.pull import PullOptions, check_destination, pull
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
 
+    epoch = source_date_epoch()
     dest, uri = destination(args)
     check_destination(dest, args.force)
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
                 if args.mksquashfs_args else SquashfsOptions())
     cache = usable_cache(disabled=args.disable_cache)
-    progress = _progress() if sys.stderr.isatty() and log.enabled(log.NORMAL) else None
+    progress = progress_for_terminal()
     options = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir_of(args),
                           squashfs=squashfs, registry=registry_options(args),
-                          progress=progress)
+                          progress=progress, epoch=epoch)
     try:
         pull(uri, dest, options)
     except OSError as err:  # disk full, permissions: one clear line
@@ -146,38 +162,3 @@ def usable_cache(*, disabled: bool = False) -> ContentCache | None:
         log.warning(f"Cache disabled - cache location {cache.root} is not writable")
         return None
     return cache
-
-
-class _progress:
-    """One self-rewriting line on the terminal: bytes fetched, then layers
-    packed into the squashfs."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, tuple[int, int]] = {}
-        self.open_line = False
-
-    def __call__(self, key: str, done: int, total: int) -> None:
-        if key == "squashfs":
-            self._show(f"Creating squashfs: layer {done}/{total}")
-            if done == total:
-                self.finish()
-            return
-        if ":" not in key:  # not a digest: the download phase is over
-            self.finish()
-            return
-        self.blobs[key] = (done, total)
-        got = sum(d for d, _ in self.blobs.values()) / 1048576
-        want = sum(t for _, t in self.blobs.values()) / 1048576
-        self._show(f"Copying blobs: {got:8.1f} MiB / {want:.1f} MiB")
-
-    def _show(self, text: str) -> None:
-        sys.stderr.write(f"\r{text} ")
-        sys.stderr.flush()
-        self.open_line = True
-
-    def finish(self) -> None:
-        if self.open_line:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.open_line = False
-        self.blobs = {}
