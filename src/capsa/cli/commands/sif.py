@@ -126,9 +126,10 @@ def run(args: argparse.Namespace) -> int:
     from capsa.cli.main import apply_global_flags, program_name
 
     prog = f"{program_name()} {getattr(args, 'command', 'sif')}"
-    options = args.global_options
+    options = getattr(args, "global_options", None)  # None: called without main()
     args = parse(prog, list(args.sif_args))
-    apply_global_flags(args, options)
+    if options is not None:
+        apply_global_flags(args, options)
     command = args.sif_command
     handler = {
         "new": _new, "add": _add, "del": _del, "list": _list, "info": _info, "dump": _dump,
