@@ -20,6 +20,7 @@ from typing import NoReturn
 from capsa import __version__
 from capsa.cli import log
 from capsa.errors import CapsaError, UsageError
+from capsa.site import DEFAULT_SETTINGS, SiteSettings
 
 # command name -> module under capsa.cli.commands.  Commands whose module is
 # not present are neither listed nor accepted: nothing pretends to work.
@@ -169,7 +170,7 @@ def version_line() -> str:
     return f"{name} version {__version__}"
 
 
-def dispatch(argv: Sequence[str]) -> int:
+def dispatch(argv: Sequence[str], site: SiteSettings = DEFAULT_SETTINGS) -> int:
     opts, rest = parse_globals(argv)
     log.setup(opts.level, opts.colour)
     if not rest or (rest[0] in ("-h", "--help", "help") and len(rest) < 2):
@@ -189,15 +190,19 @@ def dispatch(argv: Sequence[str]) -> int:
     args = parser.parse_args(rest[1:])
     args.command = name
     args.global_options = opts
+    args.site = site
     result: int = command.run(args)
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status instead of exiting."""
+def main(argv: Sequence[str] | None = None, site: SiteSettings = DEFAULT_SETTINGS) -> int:
+    """Run the CLI; return the exit status instead of exiting.
+
+    *site* is what the site decided; the shipped entry points always pass
+    the defaults (nothing a user sets can change it), tests their own."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return dispatch(args)
+        return dispatch(args, site)
     except CapsaError as err:
         log.fatal_line(str(err))
         return err.exit_code

@@ -41,16 +41,8 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
 _SI_KERNEL = 0x80
 
 
-def fuse_disabled() -> bool:
-    """The test switch ``CAPSA_DISABLE_FUSE=1``: no FUSE, and no loop device
-    either, so that the extraction fallback runs (as root too)."""
-    return os.environ.get("CAPSA_DISABLE_FUSE", "") not in ("", "0")
-
-
 def fuse_usable() -> bool:
     """Can this process open /dev/fuse (and is squashfuse_ll there)?"""
-    if fuse_disabled():
-        return False
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return False
     return find_program("squashfuse_ll") is not None
@@ -103,7 +95,7 @@ def _prepare_image(session: Session, spec: ContainerSpec, rootless: bool) -> str
     image = spec.image
     if image.kind != "squashfs":
         return None
-    if not spec.use_fuse or fuse_disabled() or (rootless and not fuse_usable()):
+    if not spec.use_fuse or (rootless and not fuse_usable()):
         return session.extract(image)
     if not rootless and not os.path.exists("/dev/loop-control"):
         return session.extract(image)
@@ -168,8 +160,8 @@ def _mount_root(session: Session, spec: ContainerSpec, lower: str, tree: Tree) -
     os.makedirs(upper, exist_ok=True)
     tree.precreate(lower, upper)
     try:
-        if os.environ.get("CAPSA_DISABLE_OVERLAY", "") not in ("", "0"):  # test switch
-            raise ContainerError("overlay disabled by CAPSA_DISABLE_OVERLAY")
+        if not spec.use_overlay:
+            raise ContainerError("overlay disabled by the site's settings")
         return session.mount_overlay(lower, spec.overlays, writable)
     except ContainerError as err:
         if spec.overlays or spec.writable_tmpfs:
@@ -348,4 +340,4 @@ def _find(program: str, path: str) -> str | None:
     return None
 
 
-__all__ = ["fuse_disabled", "fuse_usable", "launch"]
+__all__ = ["fuse_usable", "launch"]

@@ -23,14 +23,18 @@ _FILES = ("labels.json", "Singularity", "Apptainer", "runscript", "startscript",
           "runscript.help")
 
 
-def read_metadata(image: ImageSpec) -> dict[str, bytes]:
-    """Container path -> content, for the metadata files that exist."""
+def read_metadata(image: ImageSpec, *, mount: bool = True) -> dict[str, bytes]:
+    """Container path -> content, for the metadata files that exist; the
+    image is extracted rather than mounted when *mount* is false (the
+    site's settings) or when it cannot be."""
     if image.kind == "dir":
         return collect(image.path)
     from capsa.runtime.launcher import fuse_usable
 
     rootless = os.geteuid() != 0
-    if (rootless and fuse_usable()) or (not rootless and os.path.exists("/dev/loop-control")):
+    mountable = (rootless and fuse_usable()) or (
+        not rootless and os.path.exists("/dev/loop-control"))
+    if mount and mountable:
         return _read_mounted(image, rootless)
     return _read_extracted(image)
 

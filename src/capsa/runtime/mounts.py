@@ -8,9 +8,11 @@ extracted sandbox, and :meth:`Session.close` removes all of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
+from collections.abc import Iterator
 
 from capsa import linux, report
 from capsa.errors import ContainerError, EnvironmentFailure
@@ -87,11 +89,8 @@ class Session:
 
     # -- the image ---------------------------------------------------------
     def mount_squashfs_loop(self, image: ImageSpec) -> str:
-        fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with _image_fd(image) as fd:
             device, loop_fd = linux.attach_loop(fd, image.offset, image.size)
-        finally:
-            os.close(fd)
         try:
             linux.mount(device, self.sub("lower"), "squashfs",
                         linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
@@ -102,14 +101,17 @@ class Session:
     def mount_squashfuse(self, image: ImageSpec, uid: int, gid: int) -> str:
         """Mount ourselves with a /dev/fuse fd, then let squashfuse_ll serve it."""
         program = which_or_fail("squashfuse_ll")
-        fuse_fd = os.open("/dev/fuse", os.O_RDWR)
+        fuse_fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
         try:
             linux.mount("squashfuse_ll", self.sub("lower"), "fuse.squashfuse_ll",
                         linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
                         f"fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}")
-            argv = [program, "-f", "-o", f"offset={image.offset}", image.path,
-                    f"/dev/fd/{fuse_fd}"]
-            self.fuse_pid = _spawn_daemon(argv, fuse_fd)
+            with _image_fd(image) as image_fd:
+                # squashfuse reads the very file we opened (and verified), not
+                # whatever the image's name points to by now.
+                argv = [program, "-f", "-o", f"offset={image.offset}", f"/dev/fd/{image_fd}",
+                        f"/dev/fd/{fuse_fd}"]
+                self.fuse_pid = _spawn_daemon(argv, (fuse_fd, image_fd))
         finally:
             os.close(fuse_fd)
         try:
@@ -127,14 +129,16 @@ class Session:
         if not quiet:
             log.info("Converting SIF file to temporary sandbox...")
         self.extracted = make_temp_dir(self.tmpdir, "capsa-sandbox-")
-        source = image.path
-        if image.offset:
-            source = self.extracted + "/image.sqfs"
-            _copy_range(image.path, source, image.offset, image.size)
+        # A private copy of the partition, from the descriptor: unsquashfs
+        # must unpack what was opened (and verified), not what the name is now.
+        source = self.extracted + "/image.sqfs"
+        with _image_fd(image) as fd:
+            _copy_range(fd, image.path, source, image.offset, image.size)
         dest = self.extracted + "/root"
         argv = runner_argv or [which_or_fail("unsquashfs"), "-n", "-q", "-no-xattrs"]
-        DEFAULT_RUNNER.run([*argv, "-d", dest, source, *subset])
-        if source != image.path:
+        try:
+            DEFAULT_RUNNER.run([*argv, "-d", dest, source, *subset])
+        finally:
             os.unlink(source)
         return dest
 
@@ -249,14 +253,15 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _spawn_daemon(argv: list[str], keep_fd: int) -> int:
+def _spawn_daemon(argv: list[str], keep_fds: tuple[int, ...]) -> int:
     """Start the FUSE server; it dies with us (PDEATHSIG) if we are killed."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             linux.set_parent_death_signal(signal.SIGKILL)
-            os.set_inheritable(keep_fd, True)
+            for fd in keep_fds:
+                os.set_inheritable(fd, True)
             null = os.open("/dev/null", os.O_RDWR)
             os.dup2(null, 0)
             os.dup2(null, 1)
@@ -308,18 +313,30 @@ def _stop(pid: int) -> None:
         return
 
 
-def _copy_range(source: str, dest: str, offset: int, size: int) -> None:
-    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+@contextlib.contextmanager
+def _image_fd(image: ImageSpec) -> Iterator[int]:
+    """The descriptor the image was opened (and verified) as; one opened
+    here only for an image that never went through :func:`image.resolve`."""
+    if image.fd >= 0:
+        yield image.fd
+        return
+    fd = os.open(image.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src: int, name: str, dest: str, offset: int, size: int) -> None:
     dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         done = 0
         while done < size:
             count = os.copy_file_range(src, dst, size - done, offset + done)
             if count == 0:
-                raise ContainerError(f"{source}: partition extends beyond the end of the file")
+                raise ContainerError(f"{name}: partition extends beyond the end of the file")
             done += count
     finally:
-        os.close(src)
         os.close(dst)
 
 

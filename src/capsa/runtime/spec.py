@@ -28,13 +28,16 @@ class ImageSpec(NamedTuple):
     """Where the container's root filesystem comes from.
 
     ``kind`` is ``"squashfs"`` (a byte range of *path*, e.g. a SIF's system
-    partition) or ``"dir"`` (a sandbox directory).
+    partition) or ``"dir"`` (a sandbox directory).  A squashfs is read
+    through *fd*, the descriptor it was opened (and verified) as; *path*
+    only names it.
     """
 
     kind: str
     path: str
     offset: int = 0
     size: int = 0
+    fd: int = -1
 
 
 class OverlaySpec(NamedTuple):
@@ -88,3 +91,4 @@ class ContainerSpec(NamedTuple):
     fakeroot: bool = False
     use_fuse: bool = True
     gpu: GpuPlan | None = None
+    use_overlay: bool = True

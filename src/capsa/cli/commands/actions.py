@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
         return run_in_instance(args)
     pulled = _pull_uri(args) if _is_uri(args.image) else None
     try:
-        _enforce_signing_policy(args)
         spec = build_spec(args)
+        enforce_signing_policy(args, spec)
         from capsa.runtime.launcher import launch
 
         status = launch(spec)
@@ -138,27 +138,26 @@ def run(args: argparse.Namespace) -> int:
     os._exit(status)
 
 
-def _enforce_signing_policy(args: argparse.Namespace) -> None:
-    """Refuse unsigned images where the site (capsa.conf) or the user asks.
+def enforce_signing_policy(args: argparse.Namespace, spec: ContainerSpec) -> None:
+    """Refuse unsigned images where the site (its capsa.conf) or the user
+    (``-c``, ``--require-signed``, ``APPTAINER_REQUIRE_SIGNED``) asks; what the
+    user asks only adds to the site's rule.  The check reads the image
+    through the descriptor it will be mounted from.
 
     The configuration file is only read, and the integrity package only
     imported, when there is something to check: the exec path stays lean.
     """
     config = args.global_options.config
-    keyring: str | None = args.require_signed or os.environ.get("APPTAINER_REQUIRE_SIGNED")
-    from capsa.site import config_dir
-
-    site_config = os.path.join(config_dir(), "capsa.conf")
-    if keyring is None and config is None and not os.path.exists(site_config):
+    asked = tuple(k for k in (args.require_signed, os.environ.get("APPTAINER_REQUIRE_SIGNED"))
+                  if k)
+    site = args.site
+    if not asked and config is None and not os.path.lexists(site.path("capsa.conf")):
         return
-    from capsa.integrity.policy import enforce_signed, load_policy
+    from capsa.integrity.policy import enforce, load_policy
 
-    if keyring is None:
-        policy = load_policy(config)
-        if not policy.required:
-            return
-        keyring = policy.keyring
-    enforce_signed(args.image, keyring_path=keyring)
+    policy = load_policy(site, user_config=config, keyrings=asked)
+    if policy.required:
+        enforce(policy, spec.image.path, fd=spec.image.fd if spec.image.fd >= 0 else None)
 
 
 _LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:")
@@ -248,7 +247,8 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         contain=args.contain, pid_ns=args.pid,
         ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
         writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
-        use_fuse=not args.unsquash, gpu=_gpu(args),
+        use_fuse=not args.unsquash and args.site.fuse, gpu=_gpu(args),
+        use_overlay=args.site.overlay,
     )
 
 
@@ -368,7 +368,10 @@ def _gpu(args: argparse.Namespace) -> GpuPlan | None:
 
     if "nvccli" in vendors:
         args.writable_tmpfs = True
-    plan = gpu_plan(vendors[0], contain=args.contain, environ=os.environ)
-    for vendor in vendors[1:]:
-        plan = plan.merged(gpu_plan(vendor, contain=args.contain, environ=os.environ))
+    site = args.site
+    plans = [gpu_plan(vendor, contain=args.contain, environ=os.environ, root=site.gpu_root,
+                      ldconfig=site.ldconfig, site_dir=site.config_dir) for vendor in vendors]
+    plan = plans[0]
+    for other in plans[1:]:
+        plan = plan.merged(other)
     return plan

@@ -93,8 +93,8 @@ def _start(args: argparse.Namespace, *, startscript: bool) -> int:
         args.args.insert(0, STARTSCRIPT)
     pulled = actions._pull_uri(args) if actions._is_uri(args.image) else None
     try:
-        actions._enforce_signing_policy(args)
         spec = actions.build_spec(args)
+        actions.enforce_signing_policy(args, spec)
         from capsa.runtime.instance_process import start_instance
 
         pid = start_instance(spec, name, startscript=startscript,
