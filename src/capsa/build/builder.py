@@ -25,7 +25,8 @@ from capsa.build.metadata import write_metadata
 from capsa.build.sandbox import confined, fix_permissions, pack_squashfs, remove_tree
 from capsa.build.scripts import ContainerOptions, run_post, run_setup, run_test
 from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
-from capsa.errors import NotFoundError, UsageError
+from capsa.errors import FormatError, NotFoundError, UsageError
+from capsa.jsondoc import load, read_document
 from capsa.proc import require
 from capsa.pull import PullOptions
 from capsa.squashfs import SquashfsOptions
@@ -265,8 +266,8 @@ def _inspect_metadata(rootfs: Path) -> bytes:
             return ""
 
     try:
-        labels = json.loads(read("labels.json") or "{}")
-    except ValueError:
+        labels = load(read("labels.json") or "{}", "labels.json")
+    except FormatError:
         labels = {}
     attributes = {"labels": labels, "deffile": read("Singularity"),
                   "runscript": read("runscript"), "test": read("test"),
@@ -284,12 +285,19 @@ def _umask() -> int:
     return mask
 
 
+_MAX_DEFINITION = 16 << 20
+
+
 def copy_definition_text(source: Path) -> str:
     """Read a definition file (a clear error if unreadable or binary)."""
     try:
-        data = source.read_bytes()
+        data = read_document(source, "definition file", _MAX_DEFINITION)
     except OSError as err:
         raise NotFoundError(f"unable to read definition file {source}: {err.strerror}") from err
+    except FormatError as err:  # a FIFO, a device: refused without blocking
+        raise UsageError(f"unable to read {err}") from None
+    if len(data) > _MAX_DEFINITION:
+        raise UsageError(f"definition file {source} is larger than {_MAX_DEFINITION} bytes")
     try:
         return data.decode()
     except UnicodeDecodeError as err:

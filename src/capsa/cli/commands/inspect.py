@@ -63,9 +63,12 @@ def _text(raw: bytes) -> str:
 def _labels(raw: bytes | None) -> dict[str, str]:
     if raw is None:
         return {}
+    from capsa.errors import FormatError
+    from capsa.jsondoc import load
+
     try:
-        loaded = json.loads(raw)
-    except ValueError as err:
+        loaded = load(raw, "labels")
+    except FormatError as err:
         log.warning("Unable to parse labels: %s", err)
         return {}
     if not isinstance(loaded, dict):
