@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capsa import report
+from capsa import report, scratch
 from capsa.build import agents, apps
 from capsa.build.metadata import write_metadata
 from capsa.build.sandbox import confined, fix_permissions, pack_squashfs, remove_tree
@@ -96,15 +96,19 @@ def _runs_in_container(definition: Definition, options: BuildOptions) -> bool:
 
 @contextlib.contextmanager
 def _workdir(tmpdir: Path) -> Iterator[Path]:
+    """The build's scratch directory, removed on every exit we see; what
+    killed runs left in *tmpdir* goes first (:mod:`capsa.scratch`)."""
     try:
         tmpdir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="capsa-build-", dir=tmpdir))
     except OSError as err:
         raise UsageError(f"temporary directory {tmpdir} is unusable: {err.strerror}") from err
+    scratch.sweep(str(tmpdir))
+    path, lock = scratch.make_dir(str(tmpdir), "capsa-build-")
     try:
-        yield work
+        yield Path(path)
     finally:
-        remove_tree(work)
+        remove_tree(Path(path))
+        os.close(lock)
 
 
 def _final_rootfs(dest: Path, work: Path, options: BuildOptions) -> Path:

@@ -38,7 +38,8 @@ class ContainerOptions:
     rocm: bool = False
     fakeroot: bool = False              # forced when not root
     writable_tmpfs: bool = False        # %test only
-    capsa: tuple[str, ...] = field(default_factory=lambda: (sys.executable, "-m", _program()))
+    capsa: tuple[str, ...] = field(
+        default_factory=lambda: (sys.executable, "-m", capsa_module()))
     runner: Runner = DEFAULT_RUNNER
 
     def common_flags(self) -> list[str]:
@@ -54,7 +55,7 @@ class ContainerOptions:
         return flags
 
 
-def _program() -> str:
+def capsa_module() -> str:
     """The module to run the nested capsa as: ``capsa``, or the program this
     capsa runs as if that is another entry point to capsa's CLI (the one the
     tests give their site settings through), so that both see the same site."""

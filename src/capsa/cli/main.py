@@ -46,6 +46,10 @@ COMMANDS: dict[str, str] = {
     "version": "version",
 }
 
+# Commands that write scratch space: SIGTERM/SIGHUP end them through their
+# cleanup (see capsa.cli.signals).  exec & co. do so while they pull.
+CLEANUP_ON_TERMINATION = frozenset({"pull", "build"})
+
 _GLOBAL_HELP = """\
 global options:
   -d, --debug     print debugging information (highest verbosity)
@@ -191,7 +195,13 @@ def dispatch(argv: Sequence[str], site: SiteSettings = DEFAULT_SETTINGS) -> int:
     args.command = name
     args.global_options = opts
     args.site = site
-    result: int = command.run(args)
+    if name not in CLEANUP_ON_TERMINATION:
+        result: int = command.run(args)
+        return result
+    from capsa.cli.signals import cleanup_on_termination
+
+    with cleanup_on_termination():
+        result = command.run(args)
     return result
 
 
@@ -206,8 +216,9 @@ def main(argv: Sequence[str] | None = None, site: SiteSettings = DEFAULT_SETTING
     except CapsaError as err:
         log.fatal_line(str(err))
         return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP (cli.signals)
+        code = getattr(err, "exit_code", 130)
+        return code if isinstance(code, int) else 130
     except BrokenPipeError:
         return 141
     except SystemExit as done:  # argparse exits 2 on bad flags; keep that

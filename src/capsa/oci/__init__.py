@@ -44,6 +44,7 @@ class ImageContent:
     platform: Platform
     manifest_digest: str | None = None
     source: str = ""                 # what the user named, for the deffile
+    config_digest: str | None = None
 
     @property
     def run_config(self) -> Mapping[str, Any]:

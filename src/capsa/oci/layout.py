@@ -91,7 +91,8 @@ class OCILayout:
         config_desc, layer_descs = image_parts(manifest)
         config = load_object(self.read_blob(config_desc, "image config"), "image config")
         layers = tuple(self.layer(d) for d in layer_descs)
-        return ImageContent(config, layers, platform_of(config), desc.digest, source)
+        return ImageContent(config, layers, platform_of(config), desc.digest, source,
+                            config_desc.digest)
 
 
 def check_bytes(data: bytes, desc: Descriptor) -> None:

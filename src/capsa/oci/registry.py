@@ -63,7 +63,8 @@ def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
     platform = platform_of(config)
     if not platform.architecture:
         platform = image.platform
-    return ImageContent(config, files, platform, image.manifest_digest, source)
+    return ImageContent(config, files, platform, image.manifest_digest, source,
+                        config_desc.digest)
 
 
 def _config_bytes(image: RemoteImage, cache: ContentCache, desc: Descriptor) -> bytes:

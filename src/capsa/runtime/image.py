@@ -18,19 +18,21 @@ _SIF_MAGIC = b"SIF_MAGIC"
 _SQUASHFS_MAGIC = b"hsqs"
 
 
-def resolve(ref: str) -> ImageSpec:
+def resolve(ref: str, fd: int | None = None) -> ImageSpec:
     """Find the root filesystem of *ref*; one clear error if there is none.
 
-    The image is opened once, here: a squashfs or SIF comes back with that
-    descriptor (``ImageSpec.fd``), which every later step reads through (the
-    signature check, the partition, squashfuse, the loop device), so the
-    image that runs is the one that was checked, whatever happens to its
-    name meanwhile.  FIFOs and devices are refused without blocking."""
+    The image is opened once, here (or comes open as *fd*, which it then
+    takes over): a squashfs or SIF comes back with that descriptor
+    (``ImageSpec.fd``), which every later step reads through (the signature
+    check, the partition, squashfuse, the loop device), so the image that
+    runs is the one that was checked, whatever happens to its name
+    meanwhile.  FIFOs and devices are refused without blocking."""
     if "://" in ref:
         raise UsageError(f"could not open image {ref}: URI images are not supported here; "
                          "pull the image first")
     path = os.path.abspath(ref)
-    fd = open_image(path, ref)
+    if fd is None:
+        fd = open_image(path, ref)
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):

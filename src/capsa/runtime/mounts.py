@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import stat
 from collections.abc import Iterator
 
-from capsa import linux, report
+from capsa import linux, report, scratch
 from capsa.errors import ContainerError, EnvironmentFailure
 from capsa.runtime.spec import ImageSpec, OverlaySpec
 
 log = report.getLogger("capsa.runtime.mounts")
 
 _SESSION_SIZE = "64m"
+_SESSION_PREFIXES = ("capsa-session-", "capsa-sandbox-")
 _MAX_LINKS = 40
 
 
@@ -69,7 +69,11 @@ class Session:
 
     def __init__(self, tmpdir: str, *, rootless: bool) -> None:
         self.rootless = rootless
-        self.path = make_temp_dir(tmpdir, "capsa-session-")
+        # What runs of ours killed outright left here goes first; ours is
+        # locked for as long as any process of this session lives.
+        scratch.sweep(tmpdir, _SESSION_PREFIXES)
+        self.path, self._lock = scratch.make_dir(tmpdir, "capsa-session-")
+        self._sandbox_lock = -1
         self.tmpdir = tmpdir
         self.fuse_pid = 0
         self.prefetch_pid = 0
@@ -128,7 +132,7 @@ class Session:
 
         if not quiet:
             log.info("Converting SIF file to temporary sandbox...")
-        self.extracted = make_temp_dir(self.tmpdir, "capsa-sandbox-")
+        self.extracted, self._sandbox_lock = scratch.make_dir(self.tmpdir, "capsa-sandbox-")
         # A private copy of the partition, from the descriptor: unsquashfs
         # must unpack what was opened (and verified), not what the name is now.
         source = self.extracted + "/image.sqfs"
@@ -209,20 +213,12 @@ class Session:
             self.fuse_pid = 0
         _quietly(os.rmdir, self.path)
         if self.extracted:
-            _remove_tree(self.extracted)
+            scratch.remove_tree(self.extracted)
             self.extracted = None
-
-
-def make_temp_dir(parent: str, prefix: str) -> str:
-    """``tempfile.mkdtemp`` without importing tempfile (and random, shutil...)."""
-    for _ in range(100):
-        path = f"{parent}/{prefix}{os.urandom(6).hex()}"
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        return path
-    raise ContainerError(f"could not create a temporary directory in {parent}")
+        for fd in (self._lock, self._sandbox_lock):
+            if fd >= 0:
+                _quietly(os.close, fd)
+        self._lock = self._sandbox_lock = -1
 
 
 def find_program(program: str) -> str | None:
@@ -338,22 +334,6 @@ def _copy_range(src: int, name: str, dest: str, offset: int, size: int) -> None:
             done += count
     finally:
         os.close(dst)
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    def fix(func: object, failed: str, exc: object) -> None:
-        del func, exc
-        parent = os.path.dirname(failed)
-        _quietly(os.chmod, parent, stat.S_IRWXU)
-        if os.path.isdir(failed) and not os.path.islink(failed):
-            _quietly(os.chmod, failed, stat.S_IRWXU)
-            shutil.rmtree(failed, ignore_errors=True)
-        else:
-            _quietly(os.unlink, failed)
-
-    shutil.rmtree(path, onerror=fix)
 
 
 def _quietly(func: object, *args: object) -> None:

@@ -31,15 +31,15 @@ def source_uri(stage: Stage) -> str:
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
-    from capsa.pull import cached_image, pull
+    from capsa.pull import pull
 
     uri = source_uri(stage)
     log.info("Fetching OCI image...")
+    image = context.work / "base.sif"
     if uri.startswith("docker://") and context.pull.cache is not None:
-        image = cached_image(uri, context.pull)
+        _copy_from_cache(uri, image, context)
         digest = ""
     else:
-        image = context.work / "base.sif"
         digest = pull(uri, image, context.pull).manifest_digest or ""
     log.info("Extracting OCI image...")
     unpack_image(image, rootfs, context.runner)
@@ -48,6 +48,21 @@ def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
         image.unlink()
     return Base(name=uri, digest=digest, has_metadata=(rootfs / ".singularity.d").is_dir(),
                 oci_config=config)
+
+
+def _copy_from_cache(uri: str, dest: Path, context: AgentContext) -> None:
+    """The cached SIF for *uri*, copied from the descriptor it was checked
+    through (another user of a shared cache may swap the file meanwhile)."""
+    import os
+
+    from capsa.content import copy_atomic
+    from capsa.pull import open_cached_image
+
+    cached = open_cached_image(uri, context.pull)
+    try:
+        copy_atomic(cached.fd, dest, 0o600)
+    finally:
+        os.close(cached.fd)
 
 
 def _oci_config(image: Path) -> bytes:

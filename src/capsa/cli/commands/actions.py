@@ -18,7 +18,7 @@ from capsa.errors import ContainerError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from capsa.runtime.gpu import GpuPlan
-    from capsa.runtime.spec import ContainerSpec, Identity, OverlaySpec
+    from capsa.runtime.spec import ContainerSpec, Identity, ImageSpec, OverlaySpec
 
 HELP = "Run a command, the runscript, a shell or the test in a container"
 
@@ -121,16 +121,16 @@ def run(args: argparse.Namespace) -> int:
         from capsa.cli.commands.instance import run_in_instance
 
         return run_in_instance(args)
-    pulled = _pull_uri(args) if _is_uri(args.image) else None
-    try:
-        spec = build_spec(args)
-        enforce_signing_policy(args, spec)
-        from capsa.runtime.launcher import launch
+    if _is_uri(args.image):
+        from capsa.cli.signals import cleanup_on_termination
 
-        status = launch(spec)
-    finally:
-        if pulled is not None:
-            os.unlink(pulled)
+        with cleanup_on_termination():
+            pull_uri(args)
+    spec = build_spec(args)
+    enforce_signing_policy(args, spec)
+    from capsa.runtime.launcher import launch
+
+    status = launch(spec)
     # Everything is cleaned up and flushed: skip the interpreter's teardown
     # (module and object finalisation costs ~10 ms, a third of a start).
     sys.stdout.flush()
@@ -167,37 +167,38 @@ def _is_uri(image: str) -> bool:
     return "://" in image or (image.startswith(_LOCAL_SCHEMES) and not os.path.exists(image))
 
 
-def _pull_uri(args: argparse.Namespace) -> str | None:
+def pull_uri(args: argparse.Namespace) -> None:
     """``docker://`` and friends: run the image from the cache, as Apptainer
     does; without a usable cache (or for other schemes), pull into a
-    temporary SIF and return its path, for removal after the run."""
+    temporary SIF that is removed at once: the run holds it open
+    (``args.image_fd``), and nothing stays behind however the run ends."""
     from pathlib import Path
 
+    from capsa import scratch
     from capsa.cli.commands.pull import tmpdir_of, usable_cache
     from capsa.cli.registry_flags import registry_options
-    from capsa.pull import PullOptions, cached_image, pull, split_uri
-    from capsa.runtime.mounts import make_temp_dir
+    from capsa.pull import PullOptions, open_cached_image, pull, split_uri
 
     scheme, _ = split_uri(args.image)  # unsupported schemes: UsageError before any work
-    cache = usable_cache()
+    cache = usable_cache(site=args.site, config=args.global_options.config)
     tmpdir = tmpdir_of(args)
     options = PullOptions(cache=cache, tmpdir=tmpdir, registry=registry_options(args))
     args.image_ref = args.image
     if scheme == "docker" and cache is not None:
-        args.image = str(cached_image(args.image, options))
-        return None
-    work = make_temp_dir(str(tmpdir), "capsa-pull-")
-    dest = Path(work) / "image.sif"
+        found = open_cached_image(args.image, options)
+        # run what was checked: the entry's descriptor, not its name again
+        args.image, args.image_fd = str(found.path), found.fd
+        return
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    scratch.sweep(str(tmpdir))
+    work, lock = scratch.make_dir(str(tmpdir), "capsa-pull-")
     try:
+        dest = Path(work) / "image.sif"
         pull(args.image, dest, options)
-        final = f"{work}.sif"
-        os.rename(dest, final)
+        args.image, args.image_fd = str(dest), os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
     finally:
-        if dest.exists():
-            dest.unlink()
-        os.rmdir(work)
-    args.image = final
-    return final
+        scratch.remove_tree(work)
+        os.close(lock)
 
 
 def _cwd() -> str:
@@ -207,13 +208,15 @@ def _cwd() -> str:
         return "/"
 
 
-def build_spec(args: argparse.Namespace) -> ContainerSpec:
-    """Check the request and turn it into a ContainerSpec (bad input -> errors)."""
+def build_spec(args: argparse.Namespace, img: ImageSpec | None = None) -> ContainerSpec:
+    """Check the request and turn it into a ContainerSpec (bad input -> errors);
+    the image is opened here unless *img* is given."""
     from capsa.runtime import binds, env, image
     from capsa.runtime.spec import ContainerSpec
 
     cwd = _cwd()
-    img = image.resolve(args.image)
+    if img is None:
+        img = image.resolve(args.image, fd=getattr(args, "image_fd", None))
     bind_list = binds.parse_binds(args.bind, cwd)
     bind_list += [binds.parse_mount(m, cwd) for m in args.mount]
     for bind in bind_list:
