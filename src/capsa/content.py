@@ -228,23 +228,30 @@ class ContentCache:
         # Read-only is enough for flock, and works on a lock file that another
         # (trusted) user of a shared cache created.  O_NOFOLLOW: a planted
         # link must not make us create a file where it points.
-        for attempt in (1, 2):
-            try:
-                fd = os.open(path, _ENTRY_FLAGS | os.O_CREAT, 0o644)
-            except OSError as err:
-                problem = os.strerror(err.errno).lower() if err.errno else str(err)
-                clearable = err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO)
-            else:
-                refusal = self._untrusted(path, os.fstat(fd))
-                if refusal is None:
-                    return fd
-                os.close(fd)
-                problem, clearable = refusal, True
-            if attempt == 1 and clearable and self._clear(path):
-                continue
-            break
+        fd, problem = self._try_lock_file(path)
+        if problem is None:
+            return fd
+        if self._clear(path):
+            fd, again = self._try_lock_file(path)
+            if again is None:
+                log.warning("replaced lock file %s: %s", path, problem)
+                return fd
         log.warning("not using lock file %s: %s", path, problem)
         return None
+
+    def _try_lock_file(self, path: Path) -> tuple[int, str | None]:
+        """(descriptor, None) for a usable lock file, else (-1, why not).
+        An existing file is opened without O_CREAT, which a sticky directory
+        with fs.protected_regular would refuse for another user's file."""
+        try:
+            fd = _open_or_create(path)
+        except OSError as err:
+            return -1, _why(err)
+        problem = self._untrusted(path, os.fstat(fd))
+        if problem is not None:
+            os.close(fd)
+            return -1, problem
+        return fd, None
 
     def _untrusted(self, path: Path, info: os.stat_result) -> str | None:
         """Why the cache file *path* (with *info*) must not be used, or None."""
@@ -276,7 +283,7 @@ class ContentCache:
         except FileNotFoundError:
             return None
         except OSError as err:
-            problem = os.strerror(err.errno).lower() if err.errno else str(err)
+            problem = _why(err)
         else:
             refusal = self._untrusted(path, os.fstat(fd))
             if refusal is None:
@@ -441,6 +448,28 @@ def _copy_range(src: BinaryIO, out: BinaryIO) -> bool:
             return False
         raise
     return done == size
+
+
+def _open_or_create(path: Path) -> int:
+    for _ in range(3):
+        try:
+            return os.open(path, _ENTRY_FLAGS)
+        except FileNotFoundError:
+            pass
+        try:
+            return os.open(path, _ENTRY_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue  # another process made it meanwhile: open theirs
+    return os.open(path, _ENTRY_FLAGS)
+
+
+def _why(err: OSError) -> str:
+    """Why a cache file could not be opened, in words."""
+    if err.errno == errno.ELOOP:
+        return "it is a symbolic link"
+    if err.errno == errno.EISDIR:
+        return "it is not a regular file"
+    return os.strerror(err.errno).lower() if err.errno else str(err)
 
 
 def _make_dir(path: Path, mode: int) -> None:
