@@ -72,6 +72,7 @@ def split_uri(uri: str) -> tuple[str, str]:
 def pull(uri: str, dest: Path, options: PullOptions) -> PullResult:
     """Pull *uri* into the SIF file *dest* (replaced atomically if present)."""
     scheme, rest = split_uri(uri)
+    scratch.sweep(str(options.tmpdir))  # what killed runs of ours left
     platform = options.platform or host_platform()
     if scheme == "docker":
         return _pull_registry(uri, rest, dest, platform, options)
@@ -181,6 +182,7 @@ def open_cached_image(uri: str, options: PullOptions) -> CachedSif:
     scheme, rest = split_uri(uri)
     if scheme != "docker" or options.cache is None:
         raise UsageError(f"cannot run {uri} from the cache: pull it to a file first")
+    scratch.sweep(str(options.tmpdir))  # what killed runs of ours left
     platform = options.platform or host_platform()
     image = source.resolve(rest, platform, options.registry)
     try:
@@ -205,7 +207,6 @@ def _workdir(tmpdir: Path) -> Iterator[Path]:
         tmpdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"temporary directory {tmpdir} is unusable: {err.strerror}") from err
-    scratch.sweep(str(tmpdir))
     path, lock = scratch.make_dir(str(tmpdir), "capsa-pull-")
     try:
         yield Path(path)
