@@ -24,7 +24,7 @@ from support import ocibuild
 from support.cli import Capsa
 from support.registry import Registry
 from trust import figures
-from trust.conftest import marked_sif, scratch_dir
+from trust.conftest import marked_sif
 
 pytestmark = pytest.mark.needs_userns
 
@@ -79,6 +79,12 @@ def _backdate(tmp: Path, cache: Path, seconds: float = 3600) -> None:
         os.utime(path, (past, past), follow_symlinks=False)
 
 
+def _private(path: Path) -> Path:
+    """A directory for test images, beside (not in) the run's TMPDIR."""
+    path.mkdir(mode=0o755)
+    return path
+
+
 def _dirs(capsa: Capsa, scratch: Path) -> tuple[Path, Path, dict[str, str]]:
     tmp, cache = scratch / "tmp", scratch / "cache"
     for path in (tmp, cache):
@@ -129,7 +135,7 @@ def test_what_a_killed_pull_leaves_goes_next_time(any_capsa: Capsa, big_image: s
 
 def test_a_stopped_build_removes_its_scratch(any_capsa: Capsa, scratch: Path) -> None:
     tmp, cache, env = _dirs(any_capsa, scratch)
-    base = marked_sif(scratch_dir("trust-build-base-"), "base")
+    base = marked_sif(_private(scratch / "base"), "base")
     definition = scratch / "slow.def"
     # exec: a shell would leave its sleep running (and holding our pipes)
     definition.write_text(f"Bootstrap: localimage\nFrom: {base}\n\n%post\n    exec sleep 300\n")
@@ -148,7 +154,7 @@ def test_a_stopped_build_removes_its_scratch(any_capsa: Capsa, scratch: Path) ->
 def test_what_a_killed_exec_leaves_goes_next_time(any_capsa: Capsa, scratch: Path,
                                                   extract: bool) -> None:
     tmp, cache, env = _dirs(any_capsa, scratch)
-    image = marked_sif(scratch_dir("trust-exec-image-"), "killed")
+    image = marked_sif(_private(scratch / "image"), "killed")
     flags = ["--unsquash"] if extract else []
     running = spawn(any_capsa, "exec", *flags, str(image), "sleep", "300", env=env,
                     cwd=str(scratch))

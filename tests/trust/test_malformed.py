@@ -160,9 +160,10 @@ def test_fifos_are_refused_not_waited_on(any_capsa: Capsa, scratch: Path) -> Non
 
 @pytest.mark.needs_userns
 def test_files_may_go_to_the_root(any_capsa: Capsa, scratch: Path) -> None:
-    from trust.conftest import marked_sif, scratch_dir
+    from trust.conftest import marked_sif
 
-    base = marked_sif(scratch_dir("trust-files-base-"), "base")
+    (scratch / "base").mkdir(mode=0o755)
+    base = marked_sif(scratch / "base", "base")
     source = scratch / "hello.txt"
     source.write_text("at the root\n")
     source.chmod(0o644)

@@ -36,6 +36,9 @@ from trust.conftest import scratch_dir
 pytestmark = [pytest.mark.needs_userns, pytest.mark.needs_root]
 
 GROUP = "capsashare"
+DIGEST_LABEL = "org.opencontainers.image.base.digest"
+CONFIG_LABEL = "capsa.image.base.config.digest"
+METADATA_NAME = "inspect-metadata.json"
 GOOD = "trust/good:latest"
 OTHER = "trust/other:latest"
 
@@ -71,8 +74,8 @@ def _publish(registry: Registry, name: str, marker: str) -> Published:
 
 
 def _forged_sif(work: Path, claims: Published) -> Path:
-    """A SIF of the attacker's root filesystem that records *claims*' digests."""
-    from capsa.oci.provenance import CONFIG_LABEL, DIGEST_LABEL, METADATA_NAME
+    """A SIF of the attacker's root filesystem that records *claims*' digests
+    where Apptainer and capsa record them (an attacker can read the code)."""
     from capsa.sif import DataType, FSType, NewObject, PartType, create, host_goarch, sif_arch
 
     rootfs = make_rootfs(work / "evil-root")
@@ -124,6 +127,10 @@ class Share:
             from capsa.content import ContentCache
 
             ContentCache(self.cache).ensure()
+            for path in self.cache.rglob("*"):  # what capsa makes already; older did not
+                if path.is_dir():
+                    os.chown(path, 0, self.gid)
+                    os.chmod(path, 0o3775 if sticky else 0o2775)
 
     def env(self, capsa: Capsa) -> dict[str, str]:
         tmp = self.work / f"tmp-{capsa.user.name}"
