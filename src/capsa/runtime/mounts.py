@@ -105,7 +105,7 @@ class Session:
     def mount_squashfuse(self, image: ImageSpec, uid: int, gid: int) -> str:
         """Mount ourselves with a /dev/fuse fd, then let squashfuse_ll serve it."""
         program = which_or_fail("squashfuse_ll")
-        fuse_fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        fuse_fd = os.open("/dev/fuse", os.O_RDWR)
         try:
             linux.mount("squashfuse_ll", self.sub("lower"), "fuse.squashfuse_ll",
                         linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
