@@ -18,7 +18,7 @@ installation of their own) and writable by nobody else, in a directory
 nobody else can replace it in.  Anything else is a FATAL error: a weakened
 policy must not pass for the site's.
 
-This module is on the exec path: it imports nothing beyond ``os``.
+This module is on the exec path: it imports only ``os`` and ``stat``.
 """
 
 from __future__ import annotations
