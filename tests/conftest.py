@@ -27,6 +27,7 @@ import pytest
 
 from support.cli import Capsa, write_programs
 from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
+from support.site import ENTRY_MODULE
 from support.users import User, current_user, ensure_test_user, ensure_user_without_subids
 
 
@@ -35,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if is_root() and os.path.exists("/dev/fuse"):
         # Distributions ship /dev/fuse as 0666; this VM has 0600.  Open it up
         # as they do, so that rootless FUSE can be tested (the no-FUSE path is
-        # tested through CAPSA_DISABLE_FUSE / by forcing extraction).
+        # tested through a site that never mounts images / --unsquash).
         mode = os.stat("/dev/fuse").st_mode
         if mode & 0o666 != 0o666:
             os.chmod("/dev/fuse", stat.S_IMODE(mode) | 0o666)
@@ -64,6 +65,8 @@ def source_copy() -> Iterator[Path]:
     dest = Path(tempfile.mkdtemp(prefix="src-", dir=SCRATCH))
     shutil.copytree(SRC / "capsa", dest / "capsa",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(Path(__file__).parent / "support" / "site_entry.py",
+                dest / f"{ENTRY_MODULE}.py")
     for root, dirs, files in os.walk(dest):
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o755)

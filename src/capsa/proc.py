@@ -78,26 +78,48 @@ class SubprocessRunner:
         log.debug("running %s", " ".join(argv))
         out_target = stdout if stdout is not None else (subprocess.PIPE if capture else None)
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 list(argv),
-                input=input,
-                stdin=stdin if input is None else None,
+                stdin=subprocess.PIPE if input is not None else stdin,
                 stdout=out_target,
                 stderr=subprocess.PIPE if capture else None,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
-                check=False,
             )
         except FileNotFoundError as err:
             raise ToolError(f"{argv[0]} not found in PATH; please install it") from err
         except PermissionError as err:
             raise ToolError(f"cannot run {argv[0]}: {err.strerror}") from err
-        done = Completed(tuple(argv), proc.returncode, proc.stdout or b"", proc.stderr or b"")
+        with proc:
+            try:
+                out, err_out = proc.communicate(input)
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP turned into one
+                _let_finish(proc)
+                raise
+            except BaseException:
+                proc.kill()
+                raise
+        done = Completed(tuple(argv), proc.returncode, out or b"", err_out or b"")
         if check and proc.returncode != 0:
             detail = done.stderr.decode(errors="replace").strip().splitlines()
             last = detail[-1] if detail else f"exit status {proc.returncode}"
             raise ToolError(f"{os.path.basename(argv[0])} failed: {last}")
         return done
+
+
+def _let_finish(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """We are being interrupted: so is *proc*, which gets SIGTERM (if the
+    signal did not reach it already) and a moment to clean up after itself
+    (a nested capsa removes its session), then SIGKILL."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 DEFAULT_RUNNER: Runner = SubprocessRunner()

@@ -6,7 +6,10 @@ merge the layers into one tar stream -> ``tar2sqfs`` -> SIF (deffile,
 ``oci-config.json``, the primary squashfs partition) -> rename into place.
 
 The destination appears complete or not at all; a failure leaves nothing
-behind but the verified blobs already in the cache.
+behind but the verified blobs already in the cache.  A converted SIF in the
+cache is used only if a trusted user made it from the manifest and config
+the registry names now (:mod:`capsa.oci.provenance`); where the cache cannot
+be used for an image, it is converted privately.
 """
 
 from __future__ import annotations
@@ -14,14 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from capsa import report
-from capsa.content import ContentCache, copy_atomic, sif_cache_key
+from capsa import report, tempdirs
+from capsa.content import CacheBlocked, ContentCache, copy_atomic, sif_cache_key
 from capsa.digest import Platform
 from capsa.errors import AlreadyExistsError, FormatError, UsageError
 from capsa.oci import ImageContent
@@ -37,6 +39,15 @@ log = report.getLogger("capsa.pull")
 LOCAL_SCHEMES = ("oci", "oci-archive", "docker-archive")
 REGISTRY_SCHEMES = ("docker",)
 ALL_SCHEMES = (*REGISTRY_SCHEMES, *LOCAL_SCHEMES, "oras")
+
+
+class CachedSif(NamedTuple):
+    """A converted image to run or copy: read it through *fd* (open, checked;
+    the caller closes it), *path* only names it."""
+
+    path: Path
+    fd: int
+    manifest_digest: str = ""   # what the registry resolved the reference to
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,7 @@ def split_uri(uri: str) -> tuple[str, str]:
 def pull(uri: str, dest: Path, options: PullOptions) -> PullResult:
     """Pull *uri* into the SIF file *dest* (replaced atomically if present)."""
     scheme, rest = split_uri(uri)
+    tempdirs.sweep(str(options.tmpdir))  # what killed runs of ours left
     platform = options.platform or host_platform()
     if scheme == "docker":
         return _pull_registry(uri, rest, dest, platform, options)
@@ -118,22 +130,29 @@ def _fetch_and_convert(image: Any, uri: str, dest: Path, platform: Platform,
     from capsa.oci import registry as source
 
     cache = options.cache
-    if cache is None:
-        with _workdir(options.tmpdir) as work:
-            with guard(tmpdir_place(options.tmpdir)):
-                content = source.fetch(image, ContentCache(work / "blobs"), options.progress,
-                                       uri)
-            report = convert(content, dest, options, work)
-        return PullResult(dest, False, image.manifest_digest, report)
-    cached, hit, merged = _into_cache(image, uri, platform, options, cache)
-    with guard(Place(str(dest.parent.absolute()))):
-        copy_atomic(cached, dest)
-    return PullResult(dest, hit, image.manifest_digest, merged)
+    if cache is not None:
+        try:
+            cached, hit, merged = _into_cache(image, uri, platform, options, cache)
+        except CacheBlocked as err:
+            log.warning("%s: converting without the cache", err)
+        else:
+            try:
+                with guard(Place(str(dest.parent.absolute()))):
+                    copy_atomic(cached.fd, dest)
+            finally:
+                os.close(cached.fd)
+            return PullResult(dest, hit, image.manifest_digest, merged)
+    with _workdir(options.tmpdir) as work:
+        with guard(tmpdir_place(options.tmpdir)):
+            content = source.fetch(image, ContentCache(work / "blobs"), options.progress, uri)
+        report = convert(content, dest, options, work)
+    return PullResult(dest, False, image.manifest_digest, report)
 
 
 def _into_cache(image: Any, uri: str, platform: Platform, options: PullOptions,
-                cache: ContentCache) -> tuple[Path, bool, MergeReport | None]:
-    """The converted SIF in the cache: (path, was it there, merge report)."""
+                cache: ContentCache) -> tuple[CachedSif, bool, MergeReport | None]:
+    """The converted SIF in the cache, open: (it, was it there, merge report)."""
+    from capsa.oci import provenance
     from capsa.oci import registry as source
 
     cache.ensure()
@@ -141,65 +160,70 @@ def _into_cache(image: Any, uri: str, platform: Platform, options: PullOptions,
     if options.epoch is not None:  # a reproducible SIF is another file
         key += f"-epoch{options.epoch}"
     cached = cache.sif_path(key)
+    expected = provenance.Provenance(image.manifest_digest, image.resolved.config.digest)
     with cache.lock(f"sif-{key}"):
-        if _valid_sif(cached, cache):
+        cache.sweep_temporaries()
+        fd = provenance.open_checked(cache, cached, expected)
+        if fd is not None:
             log.info("Using cached SIF image")
-            return cached, True, None
+            return CachedSif(cached, fd, image.manifest_digest), True, None
         with guard(cache_place(cache.root)):
             content = source.fetch(image, cache, options.progress, uri)
         with _workdir(options.tmpdir) as work:
             report = convert(content, cached, options, work)
-    return cached, False, report
+        fd = cache.open_entry(cached)
+    if fd is None:
+        raise CacheBlocked(f"cache entry {cached} vanished as it was written")
+    return CachedSif(cached, fd, image.manifest_digest), False, report
 
 
-def cached_image(uri: str, options: PullOptions) -> Path:
-    """The cached SIF for a ``docker://`` URI, pulled and converted if needed
-    (for ``exec``/``run``/``shell docker://...``, which run it in place).
+def open_cached_image(uri: str, options: PullOptions) -> CachedSif:
+    """The SIF for a ``docker://`` URI from the cache, pulled and converted
+    if needed (for ``exec``/``run``/``shell docker://...`` and ``build``,
+    which use it in place), open: the caller reads it through the
+    descriptor and closes it.  Where the cache cannot hold this image, it is
+    converted privately (the file is gone, the descriptor stays good).
     Needs ``options.cache``."""
-    return pull_into_cache(uri, options).dest
-
-
-def pull_into_cache(uri: str, options: PullOptions) -> PullResult:
-    """:func:`cached_image`, with the manifest digest it resolved to."""
     from capsa.errors import UsageError
     from capsa.oci import registry as source
 
     scheme, rest = split_uri(uri)
     if scheme != "docker" or options.cache is None:
         raise UsageError(f"cannot run {uri} from the cache: pull it to a file first")
+    tempdirs.sweep(str(options.tmpdir))  # what killed runs of ours left
     platform = options.platform or host_platform()
     image = source.resolve(rest, platform, options.registry)
     try:
-        cached, hit, report = _into_cache(image, uri, platform, options, options.cache)
-        return PullResult(cached, hit, image.manifest_digest, report)
+        try:
+            return _into_cache(image, uri, platform, options, options.cache)[0]
+        except CacheBlocked as err:
+            log.warning("%s: converting without the cache", err)
+        with _workdir(options.tmpdir) as work:
+            dest = work / "image.sif"
+            with guard(tmpdir_place(options.tmpdir)):
+                content = source.fetch(image, ContentCache(work / "blobs"), options.progress,
+                                       uri)
+            convert(content, dest, options, work)
+            return CachedSif(dest, os.open(dest, os.O_RDONLY | os.O_CLOEXEC),
+                             image.manifest_digest)
     finally:
         image.client.close()
 
 
-def _valid_sif(path: Path, cache: ContentCache) -> bool:
-    """A cached SIF that opens cleanly and holds a primary partition."""
-    if not path.exists():
-        return False
-    from capsa.errors import CapsaError
-    from capsa.sif import SifImage
-
-    try:
-        with SifImage.open(path) as image:
-            image.primary_partition()
-        return True
-    except CapsaError:
-        cache.evict(path)
-        return False
-
-
 @contextlib.contextmanager
 def _workdir(tmpdir: Path) -> Iterator[Path]:
+    """A scratch directory for one conversion, removed on every exit we see;
+    what killed runs left in *tmpdir* goes first (:mod:`capsa.scratch`)."""
     try:
         tmpdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"temporary directory {tmpdir} is unusable: {err.strerror}") from err
-    with tempfile.TemporaryDirectory(prefix="capsa-pull-", dir=tmpdir) as work:
-        yield Path(work)
+    path, lock = tempdirs.make_dir(str(tmpdir), "capsa-pull-")
+    try:
+        yield Path(path)
+    finally:
+        tempdirs.remove_tree(path)
+        os.close(lock)
 
 
 def deffile_header(source: str) -> dict[str, str]:
@@ -216,7 +240,9 @@ def deffile_for(source: str) -> bytes:
 
 def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
             ) -> MergeReport:
-    """Write the SIF for *content* at *dest* (atomically)."""
+    """Write the SIF for *content* at *dest* (atomically), recording what it
+    was made from."""
+    from capsa.oci import provenance
     from capsa.sif import DataType, FSType, NewObject, PartType, create
 
     if options.progress is not None:
@@ -228,6 +254,8 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
     top = metadata_entries(run_config, deffile=deffile_header(content.source), arch=arch,
                            mtime=options.epoch)
     base = base_entries(mtime=options.epoch)
+    top, record = provenance.record(top, deffile_header(content.source)["from"],
+                                    provenance.of_content(content))
 
     with guard(tmpdir_place(options.tmpdir)):
         report = _pack(squashfs, content, top, base, options)
@@ -235,6 +263,7 @@ def convert(content: ImageContent, dest: Path, options: PullOptions, work: Path
         options.progress("packed", 0, 0)
     objects = [
         NewObject(DataType.DEFFILE, data=deffile_for(content.source)),
+        *record,
         NewObject(DataType.GENERIC_JSON, data=json.dumps(run_config).encode(),
                   name="oci-config.json"),
         NewObject(DataType.PARTITION, path=str(squashfs), fs_type=FSType.SQUASHFS,

@@ -11,6 +11,7 @@ import pytest
 
 from support.cli import Capsa
 from support.images import build_all
+from support.site import site_env
 
 pytestmark = pytest.mark.needs_userns
 
@@ -52,9 +53,9 @@ def test_global_flags_anywhere_as_each_user(any_capsa: Capsa, sif: Path) -> None
                  ("-q", "exec", "--network", "none", str(sif), "true")):
         result = any_capsa(*args)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result
-    # without overlayfs (a test switch) the launcher says so at debug level
+    # without overlayfs (a site without it) the launcher says so at debug level
     debug = any_capsa("exec", "-d", "--nocolor", str(sif), "true",
-                      env={"CAPSA_DISABLE_OVERLAY": "1"})
+                      env=site_env(overlay=False))
     assert debug.returncode == 0, debug
     assert "DEBUG    overlay disabled" in debug.stderr, debug
     verbose = any_capsa("instance", "list", "-v", "--json")

@@ -16,10 +16,12 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from support.env import is_root
+from support.site import site_env
 
 LIB64 = "usr/lib/x86_64-linux-gnu"
 LIB32 = "usr/lib/i386-linux-gnu"
@@ -56,9 +58,9 @@ class FakeDriver:
     """Where the fake host tree lies and what it holds."""
 
     base: Path  # everything of the fixture
-    root: Path  # the fake host root (CAPSA_GPU_ROOT)
+    root: Path  # the fake host root (the site's gpu_root)
     ldcache: str  # `ldconfig -p` text for the fake libraries
-    ldconfig: Path  # a program printing *ldcache*, for CAPSA_LDCONFIG
+    ldconfig: Path  # a program printing *ldcache* (the site's ldconfig)
     real_nodes: bool  # device nodes are real character devices
 
     @property
@@ -73,9 +75,16 @@ class FakeDriver:
         """A container-side absolute path as it lies in the fake root."""
         return str(self.root / path.lstrip("/"))
 
-    def environ(self, **extra: str) -> dict[str, str]:
-        env = {"CAPSA_GPU_ROOT": str(self.root), "CAPSA_LDCONFIG": str(self.ldconfig),
-               "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    def plan_options(self, **override: str) -> dict[str, str]:
+        """``gpu_plan`` keywords that show it the fake tree (in-process tests)."""
+        return {"root": str(self.root), "ldconfig": str(self.ldconfig), **override}
+
+    def environ(self, *, site: Mapping[str, object] | None = None,
+                **extra: str) -> dict[str, str]:
+        """The environment of a CLI test on the fake tree: a site whose
+        settings point capsa at it (*site* overrides them), plus *extra*."""
+        settings = {"gpu_root": str(self.root), "ldconfig": str(self.ldconfig), **(site or {})}
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **site_env(**settings)}
         env.update(extra)
         return env
 

@@ -1,11 +1,12 @@
 """``capsa exec --nv/--rocm/--nvccli``: exactly what is bound where.
 
 No GPU is lent to these tests: the host is the fake driver tree of
-:mod:`gpu.fakedriver`, shown to capsa through ``CAPSA_GPU_ROOT`` (devices,
-programs, data files) and ``CAPSA_LDCONFIG`` (a program printing the fake
-linker cache).  The image is a sandbox with no driver of its own; a probe
-inside it ``dlopen``s ``libcuda.so.1`` by soname, as CUDA programs do.
-Every test runs as root and as the unprivileged test user.
+:mod:`gpu.fakedriver`, shown to capsa through the site's settings (the
+test entry point of :mod:`support.site`): ``gpu_root`` (devices, programs,
+data files) and ``ldconfig`` (a program printing the fake linker cache).
+The image is a sandbox with no driver of its own; a probe inside it
+``dlopen``s ``libcuda.so.1`` by soname, as CUDA programs do.  Every test
+runs as root and as the unprivileged test user.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def test_no_gpu_is_a_warning_not_a_failure(any_capsa: Capsa, fake_driver: FakeDr
     quiet = scratch / "ldconfig"
     quiet.write_text("#!/bin/sh\necho '0 libs found in cache'\n")
     quiet.chmod(0o755)
-    env = fake_driver.environ(CAPSA_GPU_ROOT=str(empty), CAPSA_LDCONFIG=str(quiet))
+    env = fake_driver.environ(site={"gpu_root": str(empty), "ldconfig": str(quiet)})
     result = run_in(any_capsa, gpu_sandbox, "ls /.singularity.d/libs; echo ran", "--nv",
                     "--contain", env=env)
     assert lines(result) == ["ran"]
@@ -194,7 +195,7 @@ def test_nv_with_run_and_shell(any_capsa: Capsa, fake_driver: FakeDriver, gpu_sa
 def test_nv_in_a_squashfs_image(any_capsa: Capsa, fake_driver: FakeDriver, gpu_squashfs: Path,
                                 fuse: str) -> None:
     """A read-only image lacking /usr/bin and /.singularity.d/libs still gets them."""
-    env = fake_driver.environ(**({"CAPSA_DISABLE_FUSE": "1"} if fuse == "nofuse" else {}))
+    env = fake_driver.environ(site={"fuse": fuse != "nofuse"})
     script = "ls /.singularity.d/libs; command -v nvidia-smi; /opt/probe/cuda-probe"
     out = lines(run_in(any_capsa, gpu_squashfs, script, "--nv", env=env))
     assert out == [*NV_LIBS, "/usr/bin/nvidia-smi", "driver answered 42"]

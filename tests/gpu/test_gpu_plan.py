@@ -281,11 +281,13 @@ def test_unknown_platform_is_a_usage_error() -> None:
         gpu.gpu_plan("cuda", contain=False)
 
 
-# --- gpu_plan: the runtime's entry point, with the test hooks ---------------------------
+# --- gpu_plan: the runtime's entry point, pointed at the fake tree -----------------------
+
+PATH_ONLY = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 
-def test_gpu_plan_through_the_hooks(fake_driver: FakeDriver) -> None:
-    plan = gpu.gpu_plan("nv", contain=True, environ=fake_driver.environ())
+def test_gpu_plan_on_the_fake_tree(fake_driver: FakeDriver) -> None:
+    plan = gpu.gpu_plan("nv", contain=True, environ=PATH_ONLY, **fake_driver.plan_options())
     expected = gpu.discover("nv", nv_list(), host_for(fake_driver, gpu.host_elf_kind()),
                             contain=True)
     assert plan == expected
@@ -298,8 +300,8 @@ def test_gpu_plan_reads_the_site_list(fake_driver: FakeDriver, tmp_path: Path) -
     site = root / "etc/capsa/nvliblist.conf"
     site.parent.mkdir(parents=True)
     site.write_text("# the site wants only this\nnvidia-smi\n")
-    env = fake_driver.environ(CAPSA_GPU_ROOT=str(root))
-    plan = gpu.gpu_plan("nv", contain=False, environ=env)
+    plan = gpu.gpu_plan("nv", contain=False, environ=PATH_ONLY,
+                        **fake_driver.plan_options(root=str(root)))
     assert plan.binaries == (str(root / "usr/bin/nvidia-smi"),)
     assert plan.libraries == ()
     assert plan.warnings == ("Could not find any nv libraries on this host!",)
@@ -309,8 +311,8 @@ def test_gpu_plan_with_a_failing_ldconfig(fake_driver: FakeDriver, tmp_path: Pat
     broken = tmp_path / "ldconfig"
     broken.write_text("#!/bin/sh\necho 'ldconfig: cache is broken' >&2\nexit 1\n")
     broken.chmod(0o755)
-    plan = gpu.gpu_plan("nv", contain=False,
-                        environ=fake_driver.environ(CAPSA_LDCONFIG=str(broken)))
+    plan = gpu.gpu_plan("nv", contain=False, environ=PATH_ONLY,
+                        **fake_driver.plan_options(ldconfig=str(broken)))
     assert plan.libraries == ()
     assert plan.binaries
     assert plan.warnings[0].startswith("While finding nv bind points: could not retrieve "

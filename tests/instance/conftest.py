@@ -65,11 +65,23 @@ def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def _cmdlines() -> list[str]:
+def _processes() -> list[tuple[str, str]]:
+    """(/proc/PID, command line) of every process."""
     found = []
     for path in glob.glob("/proc/[0-9]*/cmdline"):
         try:
-            found.append(Path(path).read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
+            line = Path(path).read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        found.append((os.path.dirname(path), line))
+    return found
+
+
+def _open_files(proc: str) -> list[str]:
+    found = []
+    for link in glob.glob(f"{proc}/fd/*"):
+        try:
+            found.append(os.readlink(link))
         except OSError:
             continue
     return found
@@ -77,9 +89,11 @@ def _cmdlines() -> list[str]:
 
 def squashfuse_count(images: Path) -> int:
     """squashfuse processes serving our images (other test sessions may run
-    their own at the same time: those are not counted)."""
-    return sum(1 for line in _cmdlines()
-               if line.startswith(("squashfuse", "/usr/bin/squashfuse")) and str(images) in line)
+    their own at the same time: those are not counted).  capsa hands the
+    image over as an open file (``/dev/fd/N``): look at what they hold."""
+    return sum(1 for proc, line in _processes()
+               if line.startswith(("squashfuse", "/usr/bin/squashfuse"))
+               and any(str(images) in target for target in _open_files(proc)))
 
 
 def loop_count(images: Path) -> int:

@@ -93,3 +93,17 @@ def test_table_pads_like_tabwriter() -> None:
 def test_process_start_time_of_gone_process() -> None:
     assert inst.process_start_time(2**22 + 12345) is None
     assert inst.process_start_time(os.getpid()) is not None
+
+
+@pytest.mark.parametrize("body", ['{"name": "x", "pid": 1e400, "ppid": 1}',
+                                  '{"name": "x", "pid": ' + "[" * 5000 + "]" * 5000 + "}",
+                                  "fifo"])
+def test_forged_state_files_are_ignored(tmp_path: Path, body: str) -> None:
+    """Root lists every user's instances: a state file a user forged (huge
+    numbers, deep nesting, a FIFO) is skipped, never a crash or a hang."""
+    path = tmp_path / "x.json"
+    if body == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text(body)
+    assert inst._read_state(str(path)) is None

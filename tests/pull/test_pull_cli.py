@@ -153,9 +153,10 @@ def _sif_json(sif: Path) -> dict[str, object]:
     from capsa.sif import DataType, SifImage
 
     with SifImage.open(sif) as image:
-        (desc,) = image.select(data_type=DataType.GENERIC_JSON)
-        assert desc.name == "oci-config.json"
-        data: dict[str, object] = json.loads(image.read(desc))
+        objects = image.select(data_type=DataType.GENERIC_JSON)
+        # Apptainer's order: inspect-metadata.json (what it was made from), then the config
+        assert [d.name for d in objects] == ["inspect-metadata.json", "oci-config.json"]
+        data: dict[str, object] = json.loads(image.read(objects[1]))
         return data
 
 
@@ -325,17 +326,22 @@ def test_push_and_pull_oras(any_capsa: Capsa, images: Any, scratch: Path) -> Non
 
 
 def test_cached_image_api(images: Any, scratch: Path) -> None:
-    """What ``exec docker://...`` uses: the SIF in the cache, converted once."""
+    """What ``exec docker://...`` uses: the SIF in the cache, converted once,
+    handed over open (the run reads what was checked)."""
     from capsa.content import ContentCache
-    from capsa.pull import PullOptions, cached_image
+    from capsa.pull import PullOptions, open_cached_image
     from capsa.registry import RegistryOptions
 
     options = PullOptions(cache=ContentCache(scratch / "cache"), tmpdir=scratch,
                           registry=RegistryOptions(no_https=True))
-    first = cached_image(images.ref("test/busybox:latest"), options)
-    assert first.parent.name == "oci-tmp" and first.is_file()
-    assert cached_image(images.ref("test/busybox:latest"), options) == first
-    assert sif_listing(first)["/bin/busybox"][1] == "0/0"
+    first = open_cached_image(images.ref("test/busybox:latest"), options)
+    assert first.path.parent.name == "oci-tmp" and first.path.is_file()
+    again = open_cached_image(images.ref("test/busybox:latest"), options)
+    assert again.path == first.path
+    assert os.fstat(again.fd).st_ino == os.fstat(first.fd).st_ino == first.path.stat().st_ino
+    os.close(first.fd)
+    os.close(again.fd)
+    assert sif_listing(first.path)["/bin/busybox"][1] == "0/0"
 
 
 def test_progress_only_on_a_terminal(capsa: Capsa, images: Any, scratch: Path) -> None:

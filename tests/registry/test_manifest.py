@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -129,14 +128,6 @@ def test_media_type_of() -> None:
     assert m.media_type_of({}, "b; charset=x") == "b"
     assert m.media_type_of({"manifests": []}, "application/json") == OCI_INDEX
     assert m.media_type_of({"config": {}, "layers": []}, "") == OCI_MANIFEST
-
-
-def test_load_json_limits() -> None:
-    with pytest.raises(FormatError, match="larger"):
-        m.load_json(b" " * (m.MAX_MANIFEST_SIZE + 1), "x")
-    with pytest.raises(FormatError, match="not valid JSON"):
-        m.load_json(b"{", "x")
-    assert m.load_json(json.dumps({"a": 1}).encode(), "x") == {"a": 1}
 
 
 def test_config_platform() -> None:

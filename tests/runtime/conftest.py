@@ -16,6 +16,7 @@ from support import mounting
 from support.cli import Capsa
 from support.env import SCRATCH
 from support.images import build_all
+from support.site import wants_site
 
 # the mounting fixtures, shared with the other suites that mount images
 _skip_root_without_mounts = mounting._skip_root_without_mounts
@@ -34,8 +35,8 @@ def images() -> Iterator[dict[str, Path]]:
 
 def full_argv(capsa: Capsa, *args: str, env: Mapping[str, str] | None = None) -> list[str]:
     """The argv capsa's fixture would run, for Popen (env passed through env(1))."""
-    argv = capsa.user.wrap(capsa.argv(*args))
     full = capsa.full_env(env)
+    argv = capsa.user.wrap(capsa.argv(*args, site=wants_site(full)))
     prefix = ["env", "-i", *(f"{k}={v}" for k, v in full.items())]
     if argv[0] == "setpriv":
         at = argv.index("--reset-env") + 1

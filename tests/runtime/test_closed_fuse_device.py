@@ -1,7 +1,7 @@
 """A user who cannot open /dev/fuse (mode 0600, as on this VM when fresh) still
 runs the image: capsa notices by itself and extracts to a temporary sandbox.
 
-The other runtime tests force the fallback with CAPSA_DISABLE_FUSE; this one
+The other runtime tests force the fallback through the site's settings; this one
 closes the device for real (the suite runs tests one at a time, and the mode
 is restored whatever happens).
 """

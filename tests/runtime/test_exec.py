@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from support.cli import Capsa
+from support.site import site_env
 
 pytestmark = pytest.mark.needs_userns
 
@@ -173,7 +174,7 @@ def test_without_overlayfs_missing_points_are_skipped(any_capsa: Capsa,
                                                       scratch: Path) -> None:
     result = any_capsa("exec", "-B", f"{scratch}:/not/in/image", str(images["sif"]), "sh", "-c",
                        "ls /not/in/image 2>&1; touch /x 2>&1 | grep -c Read-only",
-                       env={"CAPSA_DISABLE_OVERLAY": "1"})
+                       env=site_env(overlay=False))
     assert result.returncode == 0, result
     assert result.stdout.splitlines()[-1] == "1"
     assert "skipping mount of /not/in/image" in result.stderr

@@ -15,6 +15,7 @@ import pytest
 from support.cli import Capsa
 from support.env import SCRATCH
 from support.images import make_ext3, make_legacy
+from support.site import site_env
 
 pytestmark = pytest.mark.needs_userns
 
@@ -36,7 +37,7 @@ def _loop_usable() -> bool:
     return os.path.exists("/dev/loop-control")
 
 
-@pytest.mark.parametrize("mode", [{}, {"CAPSA_DISABLE_FUSE": "1"}], ids=["mounted", "extracted"])
+@pytest.mark.parametrize("mode", [{}, site_env(fuse=False)], ids=["mounted", "extracted"])
 def test_simg_runs(any_capsa: Capsa, legacy: dict[str, Path], mode: dict[str, str]) -> None:
     image = str(legacy["simg"])
     ran = any_capsa("exec", image, "cat", "/.singularity.d/runscript", env=mode)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from capsa.sif import DataType, FSType, NewObject, PartType, SifImage, create
-from capsa.sif.locate import quick_primary_partition
+from capsa.sif.locate import PartitionLocation, quick_primary_partition
 
 
 def _image(path: Path, *, primary: bool) -> Path:
@@ -20,9 +21,17 @@ def _image(path: Path, *, primary: bool) -> Path:
     return path
 
 
+def _locate(path: Path) -> PartitionLocation | None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return quick_primary_partition(fd)
+    finally:
+        os.close(fd)
+
+
 def test_quick_locator_matches_the_full_reader(tmp_path: Path) -> None:
     path = _image(tmp_path / "a.sif", primary=True)
-    found = quick_primary_partition(str(path))
+    found = _locate(path)
     with SifImage.open(path) as sif:
         part = sif.primary_partition()
     assert found is not None
@@ -31,15 +40,15 @@ def test_quick_locator_matches_the_full_reader(tmp_path: Path) -> None:
 
 
 def test_no_primary_partition_is_left_to_the_full_reader(tmp_path: Path) -> None:
-    assert quick_primary_partition(str(_image(tmp_path / "b.sif", primary=False))) is None
+    assert _locate(_image(tmp_path / "b.sif", primary=False)) is None
 
 
 @pytest.mark.parametrize("cut", [0, 40, 128, 4096 + 100])
 def test_truncated_files_are_left_to_the_full_reader(tmp_path: Path, cut: int) -> None:
     path = _image(tmp_path / "c.sif", primary=True)
     path.write_bytes(path.read_bytes()[:cut])
-    assert quick_primary_partition(str(path)) is None
+    assert _locate(path) is None
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    assert quick_primary_partition(str(tmp_path / "absent.sif")) is None
+def test_unreadable_descriptor(tmp_path: Path) -> None:
+    assert quick_primary_partition(-1) is None

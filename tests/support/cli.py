@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from support.env import VENV
+from support.site import ENTRY_MODULE, wants_site
 from support.users import User
 
 
@@ -61,7 +62,12 @@ class Capsa:
     env: dict[str, str] = field(default_factory=dict)
     program: str = "capsa"
 
-    def argv(self, *args: str) -> list[str]:
+    def argv(self, *args: str, site: bool = False) -> list[str]:
+        """The command line: capsa from the sources, or *program*
+        (``apptainer``...) over them; with *site*, the test entry point that
+        takes the site's settings from the environment (see :mod:`support.site`)."""
+        if site:
+            return [str(VENV / "bin" / "python"), "-m", ENTRY_MODULE, *args]
         if self.program != "capsa":
             return [str(self.pythonpath / "bin" / self.program), *args]
         return [str(VENV / "bin" / "python"), "-m", "capsa", *args]
@@ -88,15 +94,15 @@ class Capsa:
         timeout: float = 300,
         check: bool = False,
     ) -> Result:
-        argv = self.user.wrap(self.argv(*args))
+        full = self.full_env(env)
+        argv = self.user.wrap(self.argv(*args, site=wants_site(full)))
         if argv[0] == "setpriv":
             # setpriv --reset-env would drop our variables: pass them via env(1).
-            full = self.full_env(env)
             argv = [*argv[: argv.index("--reset-env") + 1], "env",
                     *(f"{k}={v}" for k, v in full.items()), *argv[argv.index("--reset-env") + 1:]]
             run_env = None
         else:
-            run_env = self.full_env(env)
+            run_env = full
         proc = subprocess.run(
             argv,
             env=run_env,

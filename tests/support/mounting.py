@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from support.env import fuse_usable, is_root
+from support.site import site_env
 
 
 @functools.cache
@@ -38,11 +39,12 @@ def _skip_root_without_mounts(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(params=["fuse", "nofuse"])
 def mount_mode(request: pytest.FixtureRequest) -> dict[str, str]:
     """Environment for the two ways a SIF gets mounted: FUSE (or, as root, the
-    kernel's squashfs through a loop device) and the extraction fallback."""
+    kernel's squashfs through a loop device) and the extraction fallback (a
+    site whose settings say never to mount images)."""
     if request.param == "fuse":
         if _as_root(request) and not os.path.exists("/dev/loop-control"):
             pytest.skip("no loop devices for root")
         if not _as_root(request) and not fuse_usable():
             pytest.skip("no FUSE for users (or no squashfuse_ll)")
         return {}
-    return {"CAPSA_DISABLE_FUSE": "1"}
+    return site_env(fuse=False)

@@ -104,3 +104,21 @@ def _ensure_subids(name: str) -> None:
         if not any(line.startswith(f"{name}:") for line in lines):
             with path.open("a") as out:
                 out.write(f"{name}:200000:65536\n")
+
+
+HOSTILE_USER = "capsaevil"
+
+
+def ensure_hostile_user() -> User:
+    """Create (once) and return a second unprivileged user, who attacks what
+    the test user uses (a shared cache, a shared directory)."""
+    try:
+        entry = pwd.getpwnam(HOSTILE_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group",
+                        HOSTILE_USER], check=True)
+        entry = pwd.getpwnam(HOSTILE_USER)
+    home = Path(entry.pw_dir)
+    home.mkdir(exist_ok=True)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    return User(entry.pw_name, entry.pw_uid, entry.pw_gid, home)

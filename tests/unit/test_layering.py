@@ -14,7 +14,7 @@ import pytest
 
 from support.env import SRC
 
-BASE = {"capsa", "capsa.errors", "capsa.report", "capsa.site"}
+BASE = {"capsa", "capsa.errors", "capsa.report", "capsa.site", "capsa.jsondoc", "capsa.tempdirs"}
 # top-level unit -> the capsa units it may import (besides itself and BASE)
 ALLOWED: dict[str, set[str]] = {
     "capsa": set(),
@@ -22,6 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.errors": set(),
     "capsa.report": set(),
     "capsa.site": set(),
+    "capsa.jsondoc": set(),
+    "capsa.tempdirs": set(),
     "capsa.proc": set(),
     "capsa.linux": set(),
     "capsa.userns": {"capsa.linux"},

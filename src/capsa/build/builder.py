@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capsa import report
+from capsa import report, tempdirs
 from capsa.build import agents, apps
 from capsa.build.metadata import write_metadata
 from capsa.build.sandbox import (
@@ -33,7 +33,8 @@ from capsa.build.sandbox import (
 )
 from capsa.build.scripts import ContainerOptions, run_post, run_setup, run_test
 from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
-from capsa.errors import ContainerError, NotFoundError, UsageError
+from capsa.errors import ContainerError, FormatError, NotFoundError, UsageError
+from capsa.jsondoc import load, read_document
 from capsa.proc import require
 from capsa.pull import PullOptions
 from capsa.scratch import Place, guard, tmpdir_place
@@ -136,15 +137,19 @@ def _runs_in_container(definition: Definition, options: BuildOptions) -> bool:
 
 @contextlib.contextmanager
 def _workdir(tmpdir: Path) -> Iterator[Path]:
+    """The build's scratch directory, removed on every exit we see; what
+    killed runs left in *tmpdir* goes first (:mod:`capsa.scratch`)."""
     try:
         tmpdir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="capsa-build-", dir=tmpdir))
     except OSError as err:
         raise UsageError(f"temporary directory {tmpdir} is unusable: {err.strerror}") from err
+    tempdirs.sweep(str(tmpdir))
+    path, lock = tempdirs.make_dir(str(tmpdir), "capsa-build-")
     try:
-        yield work
+        yield Path(path)
     finally:
-        remove_tree(work)
+        remove_tree(Path(path))
+        os.close(lock)
 
 
 def _final_rootfs(dest: Path, work: Path, options: BuildOptions) -> Path:
@@ -336,8 +341,8 @@ def _inspect_metadata(rootfs: Path, epoch: int | None) -> bytes:
             return ""
 
     try:
-        labels = json.loads(read("labels.json") or "{}")
-    except ValueError:
+        labels = load(read("labels.json") or "{}", "labels.json")
+    except FormatError:
         labels = {}
     attributes = {"labels": labels, "deffile": read("Singularity"),
                   "runscript": read("runscript"), "test": read("test"),
@@ -355,12 +360,19 @@ def _umask() -> int:
     return mask
 
 
+_MAX_DEFINITION = 16 << 20
+
+
 def copy_definition_text(source: Path) -> str:
     """Read a definition file (a clear error if unreadable or binary)."""
     try:
-        data = source.read_bytes()
+        data = read_document(source, "definition file", _MAX_DEFINITION)
     except OSError as err:
         raise NotFoundError(f"unable to read definition file {source}: {err.strerror}") from err
+    except FormatError as err:  # a FIFO, a device: refused without blocking
+        raise UsageError(f"unable to read {err}") from None
+    if len(data) > _MAX_DEFINITION:
+        raise UsageError(f"definition file {source} is larger than {_MAX_DEFINITION} bytes")
     try:
         return data.decode()
     except UnicodeDecodeError as err:

@@ -4,7 +4,6 @@ and the definition itself (older ones kept in ``bootstrap_history``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Collection
@@ -15,6 +14,8 @@ from capsa.build.agents import Base
 from capsa.build.scripts import BUILD_LABELS
 from capsa.deffile.model import Definition, Script, Stage
 from capsa.deffile.parser import parse_labels
+from capsa.errors import FormatError
+from capsa.jsondoc import load
 from capsa.rootfs.singularity_d import (
     ENVIRONMENT_ENV,
     base_entries,
@@ -105,10 +106,10 @@ def _write_labels(stage: Stage, rootfs: Path, base: Base, arch: str,
     path = rootfs / META / "labels.json"
     labels: dict[str, str] = {}
     try:
-        loaded = json.loads(path.read_text()) if _regular(path) else {}
+        loaded = load(path.read_text(), "labels.json") if _regular(path) else {}
         if isinstance(loaded, dict):
             labels.update({str(k): str(v) for k, v in loaded.items()})
-    except (OSError, ValueError):
+    except (OSError, ValueError, FormatError):
         pass
     now = int(time.time()) if epoch is None else epoch
     labels.update(build_labels(dict(stage.header), arch, now))

@@ -173,7 +173,9 @@ def confined(root: Path, inner: str, *, check_leaf: bool = True) -> Path:
     parts = [p for p in inner.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise UsageError(f"path {inner!r} leaves the container")
-    path = root.joinpath(*parts) if parts else root
+    if not parts:
+        return root  # the container's own root is inside it
+    path = root.joinpath(*parts)
     real_root = os.path.realpath(root)
     # The parent must resolve inside; so must the path itself when it is a
     # symlink (cp would follow it).  A hostile base cannot redirect writes.

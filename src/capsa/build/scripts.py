@@ -38,7 +38,8 @@ class ContainerOptions:
     rocm: bool = False
     fakeroot: bool = False              # forced when not root
     writable_tmpfs: bool = False        # %test only
-    capsa: tuple[str, ...] = field(default_factory=lambda: (sys.executable, "-m", "capsa"))
+    capsa: tuple[str, ...] = field(
+        default_factory=lambda: (sys.executable, "-m", capsa_module()))
     runner: Runner = DEFAULT_RUNNER
     fakeroot_state: str | None = None   # fakeroot(1)'s database in a root-mapped build
     ignore_fakeroot_command: bool = False
@@ -58,6 +59,18 @@ class ContainerOptions:
         if self.rocm:
             flags.append("--rocm")
         return flags
+
+
+def capsa_module() -> str:
+    """The module to run the nested capsa as: ``capsa``, or the program this
+    capsa runs as if that is another entry point to capsa's CLI (the one the
+    tests give their site settings through), so that both see the same site."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    cli = getattr(getattr(main, "main", None), "__module__", "")
+    if spec is None or cli != "capsa.cli.main":
+        return "capsa"
+    return str(spec.name)
 
 
 def run_setup(script: Script, rootfs: Path, runner: Runner = DEFAULT_RUNNER) -> None:

@@ -20,6 +20,7 @@ from typing import NoReturn
 from capsa import APPTAINER_VERSION, __version__
 from capsa.cli import log
 from capsa.errors import CapsaError, UsageError
+from capsa.site import DEFAULT_SETTINGS, SiteSettings
 
 # command name -> module under capsa.cli.commands.  Commands whose module is
 # not present are neither listed nor accepted: nothing pretends to work.
@@ -57,6 +58,9 @@ _GLOBAL_FLAGS: tuple[tuple[str, str, int, str], ...] = (
 _GLOBAL_GROUP = "global options"
 _LEVELS_DEST = "global_levels_"  # + a number per parser: subparsers' namespaces
 _NOCOLOR_DEST = "global_nocolor_"  # replace their parent's values when merged
+# Commands that write scratch space: SIGTERM/SIGHUP end them through their
+# cleanup (see capsa.cli.signals).  exec & co. do so while they pull.
+CLEANUP_ON_TERMINATION = frozenset({"pull", "build"})
 
 
 def program_name(argv0: str | None = None) -> str:
@@ -242,7 +246,7 @@ def _asks_help(rest: list[str]) -> bool:
     return len(words) == 1 or (len(words) == 2 and words[0] in _GROUPS)
 
 
-def dispatch(argv: Sequence[str]) -> int:
+def dispatch(argv: Sequence[str], site: SiteSettings = DEFAULT_SETTINGS) -> int:
     opts, rest = parse_globals(argv)
     log.setup(opts.level, opts.colour)
     if rest in (["-h"], ["--help"]):
@@ -268,20 +272,31 @@ def dispatch(argv: Sequence[str]) -> int:
     apply_global_flags(args, opts)
     args.command = name
     args.global_options = opts
-    result: int = command.run(args)
+    args.site = site
+    if name not in CLEANUP_ON_TERMINATION:
+        result: int = command.run(args)
+        return result
+    from capsa.cli.signals import cleanup_on_termination
+
+    with cleanup_on_termination():
+        result = command.run(args)
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status instead of exiting."""
+def main(argv: Sequence[str] | None = None, site: SiteSettings = DEFAULT_SETTINGS) -> int:
+    """Run the CLI; return the exit status instead of exiting.
+
+    *site* is what the site decided; the shipped entry points always pass
+    the defaults (nothing a user sets can change it), tests their own."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return dispatch(args)
+        return dispatch(args, site)
     except CapsaError as err:
         log.fatal_line(str(err))
         return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP (cli.signals)
+        code = getattr(err, "exit_code", 130)
+        return code if isinstance(code, int) else 130
     except BrokenPipeError:
         return 141
     except SystemExit as done:  # argparse exits 2 on bad flags; keep that

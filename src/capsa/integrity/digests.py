@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from capsa.errors import SignatureError
+from capsa.errors import FormatError, SignatureError
 
 if TYPE_CHECKING:
     from capsa.sif.image import Descriptor, SifImage
@@ -178,12 +178,12 @@ def _field(document: dict[str, object], name: str) -> object:
 
 def parse_metadata(data: bytes) -> ImageMetadata:
     """Decode signed metadata; SignatureError if it is not what we expect."""
+    from capsa.jsondoc import load_object
+
     try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
+        document = load_object(data, "image metadata", max_size=16 << 20)
+    except FormatError as err:
         raise SignatureError(f"invalid image metadata: {err}") from err
-    if not isinstance(document, dict):
-        raise SignatureError("invalid image metadata: not a JSON object")
     if _field(document, "version") != METADATA_VERSION:
         raise SignatureError("invalid image metadata: unsupported version")
     header = _field(document, "header")

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from capsa.errors import SignatureError
+from capsa.errors import FormatError, SignatureError
 
 PAYLOAD_TYPE = "application/vnd.sylabs.sif-metadata+json"
 
@@ -141,11 +141,12 @@ def sign_envelope(payload: bytes, key: PrivateKey) -> bytes:
 
 
 def _decode(data: bytes) -> dict[str, Any] | None:
+    from capsa.jsondoc import load_object
+
     try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        return load_object(data, "DSSE envelope", max_size=16 << 20)
+    except FormatError:
         return None
-    return document if isinstance(document, dict) else None
 
 
 def is_envelope(data: bytes) -> bool:

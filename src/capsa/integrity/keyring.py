@@ -19,12 +19,12 @@ from pathlib import Path
 
 from capsa.errors import AlreadyExistsError, FormatError, NotFoundError, SignatureError
 from capsa.integrity.pgpkeys import PgpKey, split_keys
-from capsa.site import config_dir
+from capsa.site import DEFAULT_CONFIG_DIR
 
 PUBLIC_NAME = "pgp-public"
 SECRET_NAME = "pgp-secret"
-CONFIG_DIR = Path(config_dir())
-GLOBAL_KEYRING = CONFIG_DIR / "global-pgp-public"
+GLOBAL_NAME = "global-pgp-public"
+GLOBAL_KEYRING = Path(DEFAULT_CONFIG_DIR) / GLOBAL_NAME  # the site's, where the CLI says
 
 
 def default_keys_dir() -> Path:

@@ -1,10 +1,10 @@
 """Site policy: run only images signed by a trusted key.
 
 Like Apptainer's execution control list, a site can require every image
-that ``capsa exec``, ``run`` or ``shell`` starts to carry valid signatures
-by a key it trusts.  The rule lives in capsa's configuration file,
-``/etc/capsa/capsa.conf`` (another with the global ``--config`` flag),
-in Apptainer's ``key = value`` style::
+that ``capsa exec``, ``run``, ``shell`` or ``instance start`` starts to carry
+valid signatures by a key it trusts.  The rule lives in the site's
+configuration file, ``/etc/capsa/capsa.conf``, in Apptainer's
+``key = value`` style::
 
     # Refuse images that are not signed by a key of the keyring below.
     require signed images = yes
@@ -12,86 +12,98 @@ in Apptainer's ``key = value`` style::
     # PEM public key for DSSE signatures.
     signature keyring = /etc/capsa/global-pgp-public
 
-How the runtime uses it (before it mounts anything)::
+The site's rule binds every user.  What a user brings only adds to it: a
+configuration file named with ``--config`` that requires signatures,
+``--require-signed KEYRING`` and ``APPTAINER_REQUIRE_SIGNED=KEYRING`` each
+add a keyring, and the image must then be signed by a key of *every*
+keyring required (a user's own key never stands in for the site's).
 
-    from capsa.integrity.policy import enforce_signed, load_policy
+How the runtime uses it (before it mounts anything, through the descriptor
+the image will be mounted from)::
 
-    policy = load_policy(args.global_options.config)      # or a flag's values
+    policy = load_policy(site, user_config=args.config, keyrings=flags)
     if policy.required:
-        enforce_signed(image_path, keyring_path=policy.keyring)  # SignatureError
+        enforce(policy, image_path, fd=image_fd)      # SignatureError
 
-:func:`enforce_signed` raises :class:`capsa.errors.SignatureError` with one
-line saying why (unsigned, unknown key, altered) and returns ``None`` when
-every object group of the image is signed by a key of that keyring and
-unaltered.  Non-SIF images cannot be signed, so they are refused too.
-This module imports no cryptography until a check actually runs.
+:func:`enforce` raises :class:`capsa.errors.SignatureError` with one line
+saying why (unsigned, unknown key, altered).  Non-SIF images cannot be
+signed, so they are refused too.  This module imports no cryptography until
+a check actually runs.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from capsa.errors import CapsaError, FormatError, NotFoundError, SignatureError, UsageError
-from capsa.integrity.keyring import CONFIG_DIR, GLOBAL_KEYRING
+from capsa.site import (
+    DEFAULT_SETTINGS,
+    SiteSettings,
+    flag_value,
+    read_config,
+    read_site_config,
+)
 
-DEFAULT_CONFIG = CONFIG_DIR / "capsa.conf"
 REQUIRE_KEY = "require signed images"
 KEYRING_KEY = "signature keyring"
-_TRUE = ("yes", "true", "1", "on")
-_FALSE = ("no", "false", "0", "off", "")
+GLOBAL_KEYRING_NAME = "global-pgp-public"
 
 
 @dataclass(frozen=True, slots=True)
 class SigningPolicy:
-    required: bool = False
-    keyring: str = str(GLOBAL_KEYRING)
+    """The keyrings an image must be signed by, each of them (none: no rule)."""
+
+    keyrings: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return bool(self.keyrings)
+
+    def adding(self, *keyrings: str) -> SigningPolicy:
+        """This policy with more requirements (never fewer)."""
+        return SigningPolicy(tuple(dict.fromkeys((*self.keyrings, *keyrings))))
 
 
-def _normalise(key: str) -> str:
-    return " ".join(key.lower().split())
+def required_keyring(settings: Mapping[str, str], default_keyring: str) -> str | None:
+    """The keyring a configuration requires, or None if it requires nothing."""
+    if not flag_value(dict(settings), REQUIRE_KEY):
+        return None
+    return settings.get(KEYRING_KEY) or default_keyring
 
 
-def read_config(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """``key = value`` pairs of the configuration file (keys lower-cased).
-
-    The default file may be absent (no settings); a file named explicitly
-    must exist.
-    """
-    target = DEFAULT_CONFIG if path is None else path
-    try:
-        with open(target, encoding="utf-8") as conf:
-            lines = conf.read().splitlines()
-    except FileNotFoundError:
-        if path is None:
-            return {}
-        raise NotFoundError(f"configuration file {target} not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FormatError(f"unable to read configuration file {target}: {err}") from None
-    settings = {}
-    for number, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        if "=" not in text:
-            raise FormatError(f"{target}:{number}: expected 'key = value'")
-        key, value = text.split("=", 1)
-        settings[_normalise(key)] = value.strip()
-    return settings
+def site_policy(site: SiteSettings = DEFAULT_SETTINGS) -> SigningPolicy:
+    """What the site's ``capsa.conf`` requires."""
+    keyring = required_keyring(read_site_config(site), site.path(GLOBAL_KEYRING_NAME))
+    return SigningPolicy(() if keyring is None else (keyring,))
 
 
-def load_policy(config_path: str | os.PathLike[str] | None = None) -> SigningPolicy:
-    """The signing policy the configuration file sets (by default: none)."""
-    settings = read_config(config_path)
-    flag = settings.get(REQUIRE_KEY, "no").lower()
-    if flag not in _TRUE + _FALSE:
-        raise FormatError(f"invalid value for '{REQUIRE_KEY}': {flag!r} (want yes or no)")
-    keyring = settings.get(KEYRING_KEY) or str(GLOBAL_KEYRING)
-    return SigningPolicy(required=flag in _TRUE, keyring=keyring)
+def load_policy(site: SiteSettings = DEFAULT_SETTINGS, *,
+                user_config: str | os.PathLike[str] | None = None,
+                keyrings: Sequence[str] = ()) -> SigningPolicy:
+    """The site's policy, tightened by the user's configuration file (which
+    may require a keyring, and can relax nothing) and by *keyrings*."""
+    policy = site_policy(site)
+    if user_config is not None:
+        wanted = required_keyring(read_config(user_config), site.path(GLOBAL_KEYRING_NAME))
+        if wanted is not None:
+            policy = policy.adding(wanted)
+    return policy.adding(*keyrings)
 
 
-def enforce_signed(image_path: str | os.PathLike[str], *, keyring_path: str) -> None:
-    """Raise SignatureError unless *image_path* is signed by a key in *keyring_path*.
+def enforce(policy: SigningPolicy, image_path: str | os.PathLike[str], *,
+            fd: int | None = None) -> None:
+    """Raise SignatureError unless the image is signed by a key of every
+    keyring of *policy* (read through *fd* when given)."""
+    for keyring in policy.keyrings:
+        enforce_signed(image_path, keyring_path=keyring, fd=fd)
+
+
+def enforce_signed(image_path: str | os.PathLike[str], *, keyring_path: str,
+                   fd: int | None = None) -> None:
+    """Raise SignatureError unless *image_path* (or the image open as *fd*,
+    which *image_path* then names) is signed by a key in *keyring_path*.
 
     *keyring_path* is an OpenPGP keyring or a PEM public key.  Every object
     group must be signed, every signature valid, and nothing altered.
@@ -107,7 +119,7 @@ def enforce_signed(image_path: str | os.PathLike[str], *, keyring_path: str) -> 
     else:
         keys = KeyMaterial(keyrings=(Keyring(keyring_path, "GLOBAL"),))
     try:
-        verify_image(image_path, keys)
+        verify_image(image_path, keys, fd=fd)
     except (SignatureError, FormatError, NotFoundError, UsageError) as err:
         raise SignatureError(
             f"image {os.fspath(image_path)} is not signed by a key in {keyring_path}: {err}"

@@ -310,15 +310,17 @@ def verify_image(path: str | os.PathLike[str], keys: KeyMaterial, *,
                  groups: Sequence[int] = (), objects: Sequence[int] = (),
                  legacy: bool = False, all_objects: bool = False,
                  callback: Callback | None = None, gpg: GnuPG | None = None,
-                 ) -> list[VerifyResult]:
-    """Verify the image at *path*; the result of each signature checked.
+                 fd: int | None = None) -> list[VerifyResult]:
+    """Verify the image at *path* (or, with *fd*, the image open there, which
+    *path* then only names); the result of each signature checked.
 
     Raises :class:`SignatureError` (the first failure, after reporting it
     through *callback*), or NotFoundError/UsageError for a bad selection.
     """
     from capsa.sif import SifImage
 
-    with SifImage.open(path) as image:
+    opened = SifImage.open(path) if fd is None else SifImage.from_fd(fd, os.fspath(path))
+    with opened as image:
         ctx = _Context(image, keys, gpg)
         tasks = _tasks(image, groups, objects, legacy, all_objects)
         _check_grouped(image)

@@ -20,8 +20,8 @@ from capsa.digest import (
     Platform,
 )
 from capsa.errors import FormatError, NotFoundError
+from capsa.jsondoc import MAX_SIZE
 from capsa.registry.manifest import IMAGE_CONFIG_TYPES as CONFIG_TYPES
-from capsa.registry.manifest import MAX_MANIFEST_SIZE, json_object
 from capsa.rootfs.layers import LayerFile
 
 LAYER_TYPES = frozenset({
@@ -32,7 +32,7 @@ LAYER_TYPES = frozenset({
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.diff.tar",
 })
-MAX_JSON = MAX_MANIFEST_SIZE  # manifests, indexes and configs are small; refuse giants
+MAX_JSON = MAX_SIZE  # manifests, indexes and configs are small; refuse giants
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +44,13 @@ class ImageContent:
     platform: Platform
     manifest_digest: str | None = None
     source: str = ""                 # what the user named, for the deffile
+    config_digest: str | None = None
 
     @property
     def run_config(self) -> Mapping[str, Any]:
         """The ``config`` member: Env, Entrypoint, Cmd, Labels..."""
         value = self.config.get("config") or {}
         return value if isinstance(value, Mapping) else {}
-
-
-def parse_json(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) > MAX_JSON:
-        raise FormatError(f"{what} is too large ({len(data)} bytes)")
-    return json_object(data, what)
 
 
 def descriptor_from(doc: Any, what: str) -> Descriptor:
@@ -69,10 +64,13 @@ def descriptor_from(doc: Any, what: str) -> Descriptor:
             plat = Platform(str(platform.get("os", "")), str(platform.get("architecture", "")),
                             str(platform.get("variant", "") or ""))
         annotations = doc.get("annotations") or {}
+        size = doc["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"size {size!r} is not a byte count")
         return Descriptor(str(doc["mediaType"]) if "mediaType" in doc else "",
-                          str(doc["digest"]), int(doc["size"]), plat,
+                          str(doc["digest"]), size, plat,
                           tuple((str(k), str(v)) for k, v in annotations.items()))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise FormatError(f"{what}: malformed descriptor: {err}") from err
 
 

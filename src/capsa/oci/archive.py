@@ -14,7 +14,7 @@ from typing import Any
 
 from capsa.digest import Platform
 from capsa.errors import FormatError, NotFoundError
-from capsa.oci import ImageContent, parse_json, platform_of
+from capsa.oci import ImageContent, platform_of
 from capsa.oci.layout import OCILayout
 from capsa.rootfs.layers import LayerFile, clean_name
 
@@ -62,17 +62,15 @@ def docker_archive(archive: Path, workdir: Path, source: str, tag: str | None = 
     manifest_path = workdir / "manifest.json"
     if not manifest_path.is_file():
         raise FormatError(f"{archive} is not a docker archive (no manifest.json)")
-    import json
+    from capsa.jsondoc import load_file
 
-    try:
-        entries = json.loads(manifest_path.read_bytes())
-    except ValueError as err:
-        raise FormatError(f"{archive}: manifest.json is not valid JSON") from err
+    entries = load_file(manifest_path, f"{archive}: manifest.json")
     if not isinstance(entries, list) or not entries:
         raise FormatError(f"{archive}: manifest.json lists no image")
     entry = _pick(entries, tag, archive)
-    config = parse_json(_member(workdir, entry.get("Config"), archive).read_bytes(),
-                        "image config")
+    config = load_file(_member(workdir, entry.get("Config"), archive), "image config")
+    if not isinstance(config, dict):
+        raise FormatError(f"{archive}: the image config is not a JSON object")
     layers = tuple(LayerFile(_member(workdir, layer, archive))
                    for layer in entry.get("Layers") or [])
     return ImageContent(config, layers, platform_of(config), None, source)

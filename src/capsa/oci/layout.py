@@ -9,13 +9,13 @@ from typing import Any
 
 from capsa.digest import Descriptor, Platform, hasher_for, validate_digest
 from capsa.errors import DigestMismatchError, FormatError, NotFoundError
+from capsa.jsondoc import load_file, load_object, read_document
 from capsa.oci import (
     MAX_JSON,
     ImageContent,
     descriptor_from,
     image_parts,
     manifest_kind,
-    parse_json,
     platform_of,
     select_platform,
 )
@@ -42,7 +42,7 @@ class OCILayout:
             raise FormatError(f"{what} {desc.digest} is too large ({desc.size} bytes)")
         path = self.blob_path(desc.digest)
         try:
-            data = path.read_bytes()
+            data = read_document(path, f"{what} {desc.digest}", desc.size)
         except FileNotFoundError:
             raise NotFoundError(f"{what} {desc.digest} is missing from {self.root}") from None
         check_bytes(data, desc)
@@ -56,7 +56,10 @@ class OCILayout:
 
     def index(self) -> dict[str, Any]:
         path = self.root / "index.json"
-        return parse_json(path.read_bytes(), f"{path}")
+        doc = load_file(path, f"{path}")
+        if not isinstance(doc, dict):
+            raise FormatError(f"{path} is not a JSON object")
+        return doc
 
     def top_descriptor(self, tag: str | None) -> Descriptor:
         """The index entry named *tag*, or the only one."""
@@ -77,7 +80,7 @@ class OCILayout:
     def image(self, tag: str | None, platform: Platform, source: str = "") -> ImageContent:
         desc = self.top_descriptor(tag)
         for _depth in range(4):  # index -> manifest (nested indexes are rare)
-            doc = parse_json(self.read_blob(desc, "manifest"), f"manifest {desc.digest}")
+            doc = load_object(self.read_blob(desc, "manifest"), f"manifest {desc.digest}")
             if manifest_kind(doc, desc.media_type) == "manifest":
                 return self._content(desc, doc, source)
             entries = [descriptor_from(m, "index") for m in doc.get("manifests") or []]
@@ -86,9 +89,10 @@ class OCILayout:
 
     def _content(self, desc: Descriptor, manifest: dict[str, Any], source: str) -> ImageContent:
         config_desc, layer_descs = image_parts(manifest)
-        config = parse_json(self.read_blob(config_desc, "image config"), "image config")
+        config = load_object(self.read_blob(config_desc, "image config"), "image config")
         layers = tuple(self.layer(d) for d in layer_descs)
-        return ImageContent(config, layers, platform_of(config), desc.digest, source)
+        return ImageContent(config, layers, platform_of(config), desc.digest, source,
+                            config_desc.digest)
 
 
 def check_bytes(data: bytes, desc: Descriptor) -> None:

@@ -7,11 +7,22 @@ file name).  Pulled SIFs are cached by layer digest under ``cache/oras``."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from capsa import report
-from capsa.content import atomic_file, copy_atomic
-from capsa.digest import OCI_MANIFEST, SIF_CONFIG, SIF_LAYER, Descriptor, digest_hex, sha256_digest
+from capsa.content import CacheBlocked, ContentCache, atomic_file, copy_atomic
+from capsa.digest import (
+    OCI_MANIFEST,
+    SIF_CONFIG,
+    SIF_LAYER,
+    Descriptor,
+    digest_hex,
+    hasher_for,
+    sha256_digest,
+)
 from capsa.errors import FormatError, NotFoundError
 from capsa.oci.options import PullOptions
 from capsa.reference import parse_reference
@@ -38,22 +49,54 @@ def pull_oras(name: str, dest: Path, options: PullOptions) -> None:
         def fetch(desc: Descriptor, out: object) -> None:
             client.fetch_blob(image.reference, desc, out)  # type: ignore[arg-type]
 
-        if options.cache is None:
-            with atomic_file(dest, 0o755) as out:
+        if options.cache is not None:
+            try:
+                _through_cache(options.cache, layer, fetch, dest)
+                return
+            except CacheBlocked as err:
+                log.warning("%s: fetching without the cache", err)
+        with atomic_file(dest, 0o755) as out:
+            fetch(layer, out)
+        _check_sif(dest)
+
+
+def _through_cache(cache: ContentCache, layer: Descriptor,
+                   fetch: Callable[[Descriptor, Any], None], dest: Path) -> None:
+    """The SIF from the cache (a trusted user's file, whose digest is checked
+    through the descriptor it is then copied from), fetched there if need be."""
+    cache.ensure()
+    cached = cache.dir_for("oras") / digest_hex(layer.digest)
+    with cache.lock(f"oras-{digest_hex(layer.digest)}"):
+        fd = cache.open_entry(cached)
+        if fd is not None and _holds(fd, layer):
+            log.info("Using cached SIF image")
+        else:
+            if fd is not None:
+                os.close(fd)
+                cache.evict(cached)
+            with atomic_file(cached, 0o755) as out:
                 fetch(layer, out)
-            _check_sif(dest)
-            return
-        cache = options.cache
-        cache.ensure()
-        cached = cache.dir_for("oras") / digest_hex(layer.digest)
-        with cache.lock(f"oras-{digest_hex(layer.digest)}"):
-            if cached.exists() and cached.stat().st_size == layer.size:
-                log.info("Using cached SIF image")
-            else:
-                with atomic_file(cached, 0o755) as out:
-                    fetch(layer, out)
-        _check_sif(cached)
-        copy_atomic(cached, dest)
+            fd = cache.open_entry(cached)
+    if fd is None:
+        raise CacheBlocked(f"cache entry {cached} vanished as it was written")
+    try:
+        _check_sif(Path(f"/proc/self/fd/{fd}"))
+        copy_atomic(fd, dest)
+    finally:
+        os.close(fd)
+
+
+def _holds(fd: int, layer: Descriptor) -> bool:
+    """Does the open file *fd* hold exactly the blob *layer*?"""
+    hasher = hasher_for(layer.digest)
+    size = 0
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        hasher.update(chunk)
+        size += len(chunk)
+        offset += len(chunk)
+    algorithm = layer.digest.split(":", 1)[0]
+    return size == layer.size and f"{algorithm}:{hasher.hexdigest()}" == layer.digest
 
 
 def _check_sif(path: Path) -> None:

@@ -14,7 +14,8 @@ from capsa import report
 from capsa.content import ContentCache
 from capsa.digest import Descriptor, Platform, hasher_for
 from capsa.errors import DigestMismatchError, FormatError
-from capsa.oci import MAX_JSON, ImageContent, parse_json, platform_of
+from capsa.jsondoc import load_object
+from capsa.oci import MAX_JSON, ImageContent, platform_of
 from capsa.oci.layout import check_bytes
 from capsa.reference import parse_reference
 from capsa.registry import RegistryClient, RegistryOptions, ResolvedImage, open_client
@@ -53,7 +54,7 @@ def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
     if config_desc.size > MAX_JSON:
         raise FormatError(f"image config {config_desc.digest} is too large")
     cache.put_blob(image.resolved.manifest, image.resolved.manifest_bytes)
-    config = parse_json(_config_bytes(image, cache, config_desc), "image config")
+    config = load_object(_config_bytes(image, cache, config_desc), "image config")
     layers = image.resolved.layers
     workers = max(1, min(MAX_PARALLEL, len(layers)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -62,7 +63,8 @@ def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
     platform = platform_of(config)
     if not platform.architecture:
         platform = image.platform
-    return ImageContent(config, files, platform, image.manifest_digest, source)
+    return ImageContent(config, files, platform, image.manifest_digest, source,
+                        config_desc.digest)
 
 
 def _config_bytes(image: RemoteImage, cache: ContentCache, desc: Descriptor) -> bytes:

@@ -11,7 +11,6 @@ per host and scope (:class:`AuthCache`).  The client does the sending.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 import time
@@ -19,7 +18,8 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from capsa.errors import AuthError, RegistryError
+from capsa.errors import AuthError, FormatError, RegistryError
+from capsa.jsondoc import load_object
 from capsa.registry.credentials import Credentials
 from capsa.registry.transport import Request
 
@@ -188,10 +188,10 @@ def parse_token_response(status: int, body: bytes, realm: str,
     if status != 200:
         raise RegistryError(f"the token server at {realm} answered HTTP {status}")
     try:
-        doc = json.loads(body)
+        doc = load_object(body, "token answer")
         value = doc.get("token") or doc.get("access_token")
         lifetime = float(doc.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
-    except (ValueError, AttributeError, TypeError) as err:
+    except (FormatError, ValueError, AttributeError, TypeError) as err:
         raise RegistryError(f"the token server at {realm} sent an unreadable answer") from err
     if not isinstance(value, str) or not value:
         raise RegistryError(f"the token server at {realm} sent no token")

@@ -10,7 +10,6 @@ parallel with one client.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from capsa.errors import (
     NotFoundError,
     RegistryError,
 )
+from capsa.jsondoc import load_object
 from capsa.reference import Reference, parse_reference
 from capsa.registry import auth
 from capsa.registry.config import Endpoint, RegistriesConfig
@@ -47,7 +47,6 @@ from capsa.registry.manifest import (
     Manifest,
     check_kind,
     host_platform,
-    load_json,
     media_type_of,
     parse_index,
     parse_manifest,
@@ -176,7 +175,7 @@ class RegistryClient:
             actual = f"{ref.digest.split(':', 1)[0]}:{hasher.hexdigest()}"
             if actual != ref.digest:
                 raise DigestMismatchError(f"manifest digest mismatch for {ref}: got {actual}")
-        doc = load_json(data, f"manifest of {ref}")
+        doc = load_object(data, f"manifest of {ref}")
         media_type = media_type_of(doc, resp.headers.get("content-type", ""))
         return Descriptor(media_type, digest, len(data)), data, doc
 
@@ -467,7 +466,7 @@ def _error_detail(resp: Response) -> str:
     """The first message of a distribution error body, if any."""
     try:
         body = resp.read(64 << 10)
-        errors = json.loads(body).get("errors") or []
+        errors = load_object(body, "error body").get("errors") or []
         first = errors[0]
         return f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
     except (ValueError, AttributeError, IndexError, TypeError, CapsaError):

@@ -6,7 +6,6 @@ Pure functions; :mod:`capsa.registry.client` fetches the bytes.
 
 from __future__ import annotations
 
-import json
 import platform as _platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +20,10 @@ from capsa.digest import (
     Platform,
 )
 from capsa.errors import FormatError, NotFoundError, UsageError
+from capsa.jsondoc import MAX_SIZE
 
 # Manifests are small; refuse anything absurd before parsing it.
-MAX_MANIFEST_SIZE = 4 << 20
+MAX_MANIFEST_SIZE = MAX_SIZE
 IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 DOCKER_SCHEMA1 = frozenset({
     "application/vnd.docker.distribution.manifest.v1+json",
@@ -106,23 +106,6 @@ class Index:
         have = ", ".join(self.platforms()) or "none"
         raise NotFoundError(f"no image for platform {want} in the index "
                             f"(it has: {have}); choose one with --arch or --platform")
-
-
-def load_json(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) > MAX_MANIFEST_SIZE:
-        raise FormatError(f"{what} is larger than {MAX_MANIFEST_SIZE} bytes")
-    return json_object(data, what)
-
-
-def json_object(data: bytes, what: str) -> dict[str, Any]:
-    """*data* parsed, if it is one JSON object (the caller bounds its size)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise FormatError(f"{what} is not valid JSON: {err}") from err
-    if not isinstance(doc, dict):
-        raise FormatError(f"{what} is not a JSON object")
-    return doc
 
 
 def media_type_of(doc: Mapping[str, Any], content_type: str) -> str:

@@ -31,10 +31,12 @@ nothing about mounting itself.
 
 The site copy of a list (``/etc/capsa/nvliblist.conf``,
 ``/etc/capsa/rocmliblist.conf``) replaces the one shipped in
-``capsa/data``.  Two variables of the environment the runtime passes in
-point capsa at another host tree (the tests' fake driver): ``CAPSA_GPU_ROOT``
+``capsa/data``.  :func:`gpu_plan` can be pointed at another host tree (the
+tests' fake driver, through the site settings the CLI is given): *root*
 (devices, programs, data files and the site lists are looked for under it)
-and ``CAPSA_LDCONFIG`` (the ``ldconfig`` program to ask for the cache).
+and *ldconfig* (the program to ask for the linker cache).  Nothing is read
+from the environment for that: a user must not be able to swap the driver
+files a container gets.
 
 The exec path imports this module, so it imports nothing heavy; the
 subprocess machinery is imported only when a program must run.
@@ -142,7 +144,7 @@ class GpuPlan:
 def device_target(host_path: str, root: str | None = None) -> str:
     """Where a device of the plan appears inside the container.
 
-    Devices are host paths; under a test root (``CAPSA_GPU_ROOT``) they lie
+    Devices are host paths; under another root (``gpu_plan(root=...)``) they lie
     below it, and the container sees them at the path relative to it.
     Without *root*, the part from the last ``/dev/`` on is kept, which is
     the same for any root.
@@ -182,11 +184,12 @@ def parse_liblist(text: str) -> LibList:
     return LibList(tuple(libraries), tuple(programs), tuple(data_files))
 
 
-def liblist_candidates(vendor: str, root: str = "/",
-                       confdirs: Sequence[str] = ()) -> tuple[str, ...]:
-    """The list files to try, best first: *confdirs*, the site copy, capsa's own."""
+def liblist_candidates(vendor: str, root: str = "/", confdirs: Sequence[str] = (),
+                       site_dir: str = SITE_CONF_DIR) -> tuple[str, ...]:
+    """The list files to try, best first: *confdirs*, the site copy (in
+    *site_dir*), capsa's own."""
     name = _LISTS[vendor]
-    site = [_under(root, os.path.join(d, name)) for d in (*confdirs, SITE_CONF_DIR)]
+    site = [_under(root, os.path.join(d, name)) for d in (*confdirs, site_dir)]
     return (*site, shipped_liblist(vendor))
 
 
@@ -522,9 +525,11 @@ def _find_program(name: str, environ: Mapping[str, str]) -> str | None:
 # --- the runtime's entry point ----------------------------------------------
 
 
-def read_ldcache(environ: Mapping[str, str], runner: Runner) -> tuple[str, str | None]:
-    """``ldconfig -p`` output, or an empty cache and the reason it failed."""
-    program = environ.get("CAPSA_LDCONFIG") or _find_program(
+def read_ldcache(environ: Mapping[str, str], runner: Runner,
+                 ldconfig: str | None = None) -> tuple[str, str | None]:
+    """``ldconfig -p`` output (of *ldconfig*, else the one on ``PATH``), or an
+    empty cache and the reason it failed."""
+    program = ldconfig or _find_program(
         "ldconfig", {"PATH": f"{environ.get('PATH') or DEFAULT_PATH}:/sbin:/usr/sbin"})
     if program is None:
         return "", "could not retrieve ld cache: ldconfig not found"
@@ -538,14 +543,16 @@ def read_ldcache(environ: Mapping[str, str], runner: Runner) -> tuple[str, str |
 def gpu_plan(vendor: str, *, contain: bool,
              environ: Mapping[str, str] = _NO_ENV,
              runner: Runner | None = None,
-             confdirs: Sequence[str] = ()) -> GpuPlan:
+             confdirs: Sequence[str] = (),
+             root: str = "/", ldconfig: str | None = None,
+             site_dir: str = SITE_CONF_DIR) -> GpuPlan:
     """What ``--nv`` (``"nv"``), ``--nvccli`` (``"nvccli"``) or ``--rocm``
-    (``"rocm"``) binds, found on this host.
+    (``"rocm"``) binds, found on this host (or the tree at *root*).
 
     *environ* is the host environment capsa was started with (``PATH``,
-    ``NVIDIA_*``, and the ``CAPSA_GPU_ROOT``/``CAPSA_LDCONFIG`` test hooks);
-    nothing is read from ``os.environ`` here.  *confdirs* are extra
-    directories to look for a site list in, before ``/etc/capsa``.
+    ``NVIDIA_*``); nothing is read from ``os.environ`` here.  *confdirs* are
+    extra directories to look for a site list in, before *site_dir*;
+    *ldconfig* the program printing the linker cache.
     """
     if vendor not in VENDORS:
         raise UsageError(f"unknown GPU platform {vendor!r} (expected one of {VENDORS})")
@@ -557,9 +564,8 @@ def gpu_plan(vendor: str, *, contain: bool,
     if vendor == "nvccli":
         return nvccli_plan(environ, contain=contain, runner=runner,
                            unprivileged=os.geteuid() != 0, machine=machine)
-    root = environ.get("CAPSA_GPU_ROOT") or "/"
-    ldcache, error = read_ldcache(environ, runner)
-    _path, text = read_first(liblist_candidates(vendor, root, confdirs))
+    ldcache, error = read_ldcache(environ, runner, ldconfig)
+    _path, text = read_first(liblist_candidates(vendor, root, confdirs, site_dir))
     host = HostTree(ldcache=ldcache, root=root, path=environ.get("PATH") or DEFAULT_PATH,
                     machine=machine, ldcache_error=error)
     return discover(vendor, text, host, contain=contain)

@@ -184,9 +184,11 @@ def _remove_ghost(instance: Instance) -> None:
 
 
 def _read_state(path: str) -> Instance | None:
+    from capsa.errors import FormatError
+    from capsa.jsondoc import load_file
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            body = json.loads(handle.read(_MAX_STATE))
+        body = load_file(path, "instance state", max_size=_MAX_STATE)  # never a FIFO's wait
         return Instance(
             name=str(body["name"]), pid=int(body["pid"]), ppid=int(body["ppid"]),
             image=str(body.get("image", "")), user=str(body.get("user", "")),
@@ -194,7 +196,8 @@ def _read_state(path: str) -> Instance | None:
             log_err=str(body.get("logErrPath", "")), log_out=str(body.get("logOutPath", "")),
             path=path, start_time=int(body.get("startTime", -1)), ip=str(body.get("ip", "")),
             session=str(body.get("session", "")), cgroup=bool(body.get("cgroup", False)))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+            FormatError) as err:
         log.debug("ignoring unreadable instance file %s: %s", path, err)
         return None
 

@@ -41,16 +41,8 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
 _SI_KERNEL = 0x80
 
 
-def fuse_disabled() -> bool:
-    """The test switch ``CAPSA_DISABLE_FUSE=1``: no FUSE, and no loop device
-    either, so that the extraction fallback runs (as root too)."""
-    return os.environ.get("CAPSA_DISABLE_FUSE", "") not in ("", "0")
-
-
 def fuse_usable() -> bool:
     """Can this process open /dev/fuse (and is squashfuse_ll there)?"""
-    if fuse_disabled():
-        return False
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return False
     return find_program("squashfuse_ll") is not None
@@ -113,14 +105,14 @@ def _must_extract(spec: ContainerSpec, rootless: bool) -> bool:
     an ext3 image (Singularity 2.x) needs root's loop device."""
     image = spec.image
     if image.kind == "ext3":
-        if rootless or fuse_disabled() or not os.path.exists("/dev/loop-control"):
+        if rootless or not spec.use_fuse or not os.path.exists("/dev/loop-control"):
             from capsa.runtime.image import ext3_unmountable
 
             raise ext3_unmountable(image.path)
         return False
     if image.kind != "squashfs":
         return False
-    if not spec.use_fuse or fuse_disabled() or (rootless and not fuse_usable()):
+    if not spec.use_fuse or (rootless and not fuse_usable()):
         return True
     return not rootless and not os.path.exists("/dev/loop-control")
 
@@ -190,8 +182,8 @@ def _mount_root(session: Session, spec: ContainerSpec, lower: str, tree: Tree) -
     os.makedirs(upper, exist_ok=True)
     tree.precreate(lower, upper)
     try:
-        if os.environ.get("CAPSA_DISABLE_OVERLAY", "") not in ("", "0"):  # test switch
-            raise ContainerError("overlay disabled by CAPSA_DISABLE_OVERLAY")
+        if not spec.use_overlay:
+            raise ContainerError("overlay disabled by the site's settings")
         return session.mount_overlay(lower, spec.overlays, writable)
     except ContainerError as err:
         if spec.overlays or spec.writable_tmpfs:
@@ -398,4 +390,4 @@ def _find(program: str, path: str) -> str | None:
     return None
 
 
-__all__ = ["fuse_disabled", "fuse_usable", "launch"]
+__all__ = ["fuse_usable", "launch"]

@@ -24,20 +24,24 @@ _FILES = ("labels.json", "Singularity", "Apptainer", "runscript", "startscript",
           "runscript.help")
 
 
-def read_metadata(image: ImageSpec) -> dict[str, bytes]:
-    """Container path -> content, for the metadata files that exist."""
+def read_metadata(image: ImageSpec, *, mount: bool = True) -> dict[str, bytes]:
+    """Container path -> content, for the metadata files that exist; the
+    image is extracted rather than mounted when *mount* is false (the
+    site's settings) or when it cannot be."""
     if image.kind == "dir":
         return collect(image.path)
     from capsa.runtime.launcher import fuse_usable
 
     rootless = not _host_root()
     if image.kind == "ext3":
-        if rootless or not os.path.exists("/dev/loop-control"):
+        if rootless or not mount or not os.path.exists("/dev/loop-control"):
             from capsa.runtime.image import ext3_unmountable
 
             raise ext3_unmountable(image.path)
         return _read_mounted(image, rootless)
-    if (rootless and fuse_usable()) or (not rootless and os.path.exists("/dev/loop-control")):
+    mountable = (rootless and fuse_usable()) or (
+        not rootless and os.path.exists("/dev/loop-control"))
+    if mount and mountable:
         return _read_mounted(image, rootless)
     return _read_extracted(image)
 

@@ -8,17 +8,19 @@ extracted sandbox, and :meth:`Session.close` removes all of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import stat
+from collections.abc import Iterator
 
-from capsa import linux, report
+from capsa import linux, report, tempdirs
 from capsa.errors import ContainerError, EnvironmentFailure
 from capsa.runtime.spec import ImageSpec, OverlaySpec
 
 log = report.getLogger("capsa.runtime.mounts")
 
 _SESSION_SIZE = "64m"
+_SESSION_PREFIXES = ("capsa-session-", "capsa-sandbox-")
 _MAX_LINKS = 40
 
 
@@ -65,7 +67,11 @@ class Session:
 
     def __init__(self, tmpdir: str, *, rootless: bool) -> None:
         self.rootless = rootless
-        self.path = make_temp_dir(tmpdir, "capsa-session-")
+        # What runs of ours killed outright left here goes first; ours is
+        # locked for as long as any process of this session lives.
+        tempdirs.sweep(tmpdir, _SESSION_PREFIXES)
+        self.path, self._lock = tempdirs.make_dir(tmpdir, "capsa-session-")
+        self._sandbox_lock = -1
         self.tmpdir = tmpdir
         self.fuse_pid = 0
         self.prefetch_pid = 0
@@ -87,11 +93,8 @@ class Session:
     def mount_squashfs_loop(self, image: ImageSpec) -> str:
         """The image's filesystem (squashfs, or a legacy image's ext3) on a
         read-only loop device (root only)."""
-        fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with _image_fd(image) as fd:
             device, loop_fd = linux.attach_loop(fd, image.offset, image.size)
-        finally:
-            os.close(fd)
         try:
             linux.mount(device, self.sub("lower"), image.kind,
                         linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
@@ -113,9 +116,12 @@ class Session:
         try:
             linux.mount("squashfuse_ll", self.sub("lower"), "fuse.squashfuse_ll",
                         linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV, options)
-            argv = [program, "-f", "-o", f"offset={image.offset}", image.path,
-                    f"/dev/fd/{fuse_fd}"]
-            self.fuse_pid = _spawn_daemon(argv, fuse_fd)
+            with _image_fd(image) as image_fd:
+                # squashfuse reads the very file we opened (and verified), not
+                # whatever the image's name points to by now.
+                argv = [program, "-f", "-o", f"offset={image.offset}", f"/dev/fd/{image_fd}",
+                        f"/dev/fd/{fuse_fd}"]
+                self.fuse_pid = _spawn_daemon(argv, (fuse_fd, image_fd))
         finally:
             os.close(fuse_fd)
         try:
@@ -132,15 +138,17 @@ class Session:
 
         if not quiet:
             log.info("Converting SIF file to temporary sandbox...")
-        self.extracted = make_temp_dir(self.tmpdir, "capsa-sandbox-")
-        source = image.path
-        if image.offset:
-            source = self.extracted + "/image.sqfs"
-            _copy_range(image.path, source, image.offset, image.size)
+        self.extracted, self._sandbox_lock = tempdirs.make_dir(self.tmpdir, "capsa-sandbox-")
+        # A private copy of the partition, from the descriptor: unsquashfs
+        # must unpack what was opened (and verified), not what the name is now.
+        source = self.extracted + "/image.sqfs"
+        with _image_fd(image) as fd:
+            _copy_range(fd, image.path, source, image.offset, image.size)
         dest = self.extracted + "/root"
         argv = runner_argv or [which_or_fail("unsquashfs"), "-n", "-q", "-no-xattrs"]
-        DEFAULT_RUNNER.run([*argv, "-d", dest, source, *subset])
-        if source != image.path:
+        try:
+            DEFAULT_RUNNER.run([*argv, "-d", dest, source, *subset])
+        finally:
             os.unlink(source)
         return dest
 
@@ -211,20 +219,12 @@ class Session:
             self.fuse_pid = 0
         _quietly(os.rmdir, self.path)
         if self.extracted:
-            _remove_tree(self.extracted)
+            tempdirs.remove_tree(self.extracted)
             self.extracted = None
-
-
-def make_temp_dir(parent: str, prefix: str) -> str:
-    """``tempfile.mkdtemp`` without importing tempfile (and random, shutil...)."""
-    for _ in range(100):
-        path = f"{parent}/{prefix}{os.urandom(6).hex()}"
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        return path
-    raise ContainerError(f"could not create a temporary directory in {parent}")
+        for fd in (self._lock, self._sandbox_lock):
+            if fd >= 0:
+                _quietly(os.close, fd)
+        self._lock = self._sandbox_lock = -1
 
 
 def find_program(program: str) -> str | None:
@@ -255,14 +255,15 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _spawn_daemon(argv: list[str], keep_fd: int) -> int:
+def _spawn_daemon(argv: list[str], keep_fds: tuple[int, ...]) -> int:
     """Start the FUSE server; it dies with us (PDEATHSIG) if we are killed."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             linux.set_parent_death_signal(signal.SIGKILL)
-            os.set_inheritable(keep_fd, True)
+            for fd in keep_fds:
+                os.set_inheritable(fd, True)
             null = os.open("/dev/null", os.O_RDWR)
             os.dup2(null, 0)
             os.dup2(null, 1)
@@ -314,35 +315,31 @@ def _stop(pid: int) -> None:
         return
 
 
-def _copy_range(source: str, dest: str, offset: int, size: int) -> None:
-    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+@contextlib.contextmanager
+def _image_fd(image: ImageSpec) -> Iterator[int]:
+    """The descriptor the image was opened (and verified) as; one opened
+    here only for an image that never went through :func:`image.resolve`."""
+    if image.fd >= 0:
+        yield image.fd
+        return
+    fd = os.open(image.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src: int, name: str, dest: str, offset: int, size: int) -> None:
     dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         done = 0
         while done < size:
             count = os.copy_file_range(src, dst, size - done, offset + done)
             if count == 0:
-                raise ContainerError(f"{source}: partition extends beyond the end of the file")
+                raise ContainerError(f"{name}: partition extends beyond the end of the file")
             done += count
     finally:
-        os.close(src)
         os.close(dst)
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    def fix(func: object, failed: str, exc: object) -> None:
-        del func, exc
-        parent = os.path.dirname(failed)
-        _quietly(os.chmod, parent, stat.S_IRWXU)
-        if os.path.isdir(failed) and not os.path.islink(failed):
-            _quietly(os.chmod, failed, stat.S_IRWXU)
-            shutil.rmtree(failed, ignore_errors=True)
-        else:
-            _quietly(os.unlink, failed)
-
-    shutil.rmtree(path, onerror=fix)
 
 
 def _quietly(func: object, *args: object) -> None:

@@ -31,13 +31,16 @@ class ImageSpec(NamedTuple):
 
     ``kind`` is ``"squashfs"`` (a byte range of *path*, e.g. a SIF's system
     partition), ``"ext3"`` (a Singularity 2.x image, mounted by root only) or
-    ``"dir"`` (a sandbox directory).
+    ``"dir"`` (a sandbox directory).  A squashfs or ext3 image is read
+    through *fd*, the descriptor it was opened (and verified) as; *path*
+    only names it.
     """
 
     kind: str
     path: str
     offset: int = 0
     size: int = 0
+    fd: int = -1
 
 
 class OverlaySpec(NamedTuple):
@@ -91,6 +94,7 @@ class ContainerSpec(NamedTuple):
     fakeroot: bool = False
     use_fuse: bool = True
     gpu: GpuPlan | None = None
+    use_overlay: bool = True
     limits: Limits | None = None  # --cpus, --memory...: the container's cgroup
     # The user namespace to create (None: none, as host root or when this
     # process already is root of one); fakeroot(1) to run the command under

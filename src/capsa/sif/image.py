@@ -238,6 +238,21 @@ class SifImage:
             raise
 
     @classmethod
+    def from_fd(cls, fd: int, name: str) -> SifImage:
+        """The image open as *fd* (a copy of the descriptor: closing the
+        image leaves *fd* open), named *name* in messages.  Whoever verified
+        an image through *fd* reads exactly what was verified, whatever
+        happens to *name* meanwhile."""
+        own = os.dup(fd)
+        try:
+            if not stat.S_ISREG(os.fstat(own).st_mode):
+                raise SifFormatError(f"{name} is not a regular file, so not a SIF image")
+            return cls._load(name, own)
+        except BaseException:
+            os.close(own)
+            raise
+
+    @classmethod
     def _load(cls, path: str, fd: int) -> SifImage:
         size = os.fstat(fd).st_size
         try:

@@ -35,17 +35,15 @@ class PartitionLocation(NamedTuple):
     arch: str  # SIF code, e.g. "02"
 
 
-def quick_primary_partition(path: str) -> PartitionLocation | None:
-    """The PRIMSYS partition of the SIF at *path*, or None when in doubt."""
+def quick_primary_partition(fd: int) -> PartitionLocation | None:
+    """The PRIMSYS partition of the SIF open as *fd*, or None when in doubt."""
     try:
-        with open(path, "rb") as handle:
-            header = HEADER_STRUCT.unpack(handle.read(HEADER_STRUCT.size))
-            total, table_offset = header[8], header[9]  # DescrTotal, DescrOffset
-            if not 0 < total <= _MAX_DESCRIPTORS or table_offset < HEADER_STRUCT.size:
-                return None
-            handle.seek(table_offset)
-            table = handle.read(total * DESCRIPTOR_STRUCT.size)
-            file_size = os.fstat(handle.fileno()).st_size
+        header = HEADER_STRUCT.unpack(os.pread(fd, HEADER_STRUCT.size, 0))
+        total, table_offset = header[8], header[9]  # DescrTotal, DescrOffset
+        if not 0 < total <= _MAX_DESCRIPTORS or table_offset < HEADER_STRUCT.size:
+            return None
+        table = os.pread(fd, total * DESCRIPTOR_STRUCT.size, table_offset)
+        file_size = os.fstat(fd).st_size
     except (OSError, struct.error):
         return None
     for index in range(len(table) // DESCRIPTOR_STRUCT.size):

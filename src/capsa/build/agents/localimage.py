@@ -20,6 +20,8 @@ def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
     path = Path(source).expanduser()
     if not path.exists():
         raise NotFoundError(f"unable to find image {source}: no such file or directory")
+    if not (path.is_dir() or path.is_file()):  # a FIFO would block every reader
+        raise UsageError(f"unable to use image {source}: not a regular file or directory")
     log.info("Verifying bootstrap image %s", source)
     if stage.get("fingerprints"):
         check_fingerprints(path, stage.get("fingerprints"))

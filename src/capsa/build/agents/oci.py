@@ -31,15 +31,15 @@ def source_uri(stage: Stage) -> str:
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
-    from capsa.pull import pull, pull_into_cache
+    from capsa.pull import pull
 
     uri = source_uri(stage)
     log.info("Fetching OCI image...")
+    image = context.work / "base.sif"
     if uri.startswith("docker://") and context.pull.cache is not None:
-        pulled = pull_into_cache(uri, context.pull)
+        digest = _copy_from_cache(uri, image, context)
     else:
-        pulled = pull(uri, context.work / "base.sif", context.pull)
-    image, digest = pulled.dest, pulled.manifest_digest or ""
+        digest = pull(uri, image, context.pull).manifest_digest or ""
     log.info("Extracting OCI image...")
     unpack_image(image, rootfs, context.runner, context.ownership)
     config = _oci_config(image)
@@ -47,6 +47,23 @@ def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
         image.unlink()
     return Base(name=uri, digest=digest, has_metadata=(rootfs / ".singularity.d").is_dir(),
                 oci_config=config)
+
+
+def _copy_from_cache(uri: str, dest: Path, context: AgentContext) -> str:
+    """The cached SIF for *uri*, copied from the descriptor it was checked
+    through (another user of a shared cache may swap the file meanwhile);
+    the manifest digest it was made from."""
+    import os
+
+    from capsa.content import copy_atomic
+    from capsa.pull import open_cached_image
+
+    cached = open_cached_image(uri, context.pull)
+    try:
+        copy_atomic(cached.fd, dest, 0o600)
+    finally:
+        os.close(cached.fd)
+    return cached.manifest_digest
 
 
 def _oci_config(image: Path) -> bytes:

@@ -19,7 +19,7 @@ from capsa.errors import ContainerError, NotFoundError, UsageError
 if TYPE_CHECKING:
     from capsa.runtime.cgroups import Limits
     from capsa.runtime.gpu import GpuPlan
-    from capsa.runtime.spec import ContainerSpec, Identity, OverlaySpec
+    from capsa.runtime.spec import ContainerSpec, Identity, ImageSpec, OverlaySpec
     from capsa.userns import FakerootTool, IdMap
 
 HELP = "Run a command, the runscript, a shell or the test in a container"
@@ -160,16 +160,16 @@ def run(args: argparse.Namespace) -> int:
             _clear_limits(args)
 
         return run_in_instance(args)
-    pulled = _pull_uri(args) if _is_uri(args.image) else None
-    try:
-        _enforce_signing_policy(args)
-        spec = build_spec(args)
-        from capsa.runtime.launcher import launch
+    if _is_uri(args.image):
+        from capsa.cli.signals import cleanup_on_termination
 
-        status = launch(spec)
-    finally:
-        if pulled is not None:
-            os.unlink(pulled)
+        with cleanup_on_termination():
+            pull_uri(args)
+    spec = build_spec(args)
+    enforce_signing_policy(args, spec)
+    from capsa.runtime.launcher import launch
+
+    status = launch(spec)
     # Everything is cleaned up and flushed: skip the interpreter's teardown
     # (module and object finalisation costs ~10 ms, a third of a start).
     sys.stdout.flush()
@@ -177,27 +177,26 @@ def run(args: argparse.Namespace) -> int:
     os._exit(status)
 
 
-def _enforce_signing_policy(args: argparse.Namespace) -> None:
-    """Refuse unsigned images where the site (capsa.conf) or the user asks.
+def enforce_signing_policy(args: argparse.Namespace, spec: ContainerSpec) -> None:
+    """Refuse unsigned images where the site (its capsa.conf) or the user
+    (``-c``, ``--require-signed``, ``APPTAINER_REQUIRE_SIGNED``) asks; what the
+    user asks only adds to the site's rule.  The check reads the image
+    through the descriptor it will be mounted from.
 
     The configuration file is only read, and the integrity package only
     imported, when there is something to check: the exec path stays lean.
     """
     config = args.global_options.config
-    keyring: str | None = args.require_signed or os.environ.get("APPTAINER_REQUIRE_SIGNED")
-    from capsa.site import config_dir
-
-    site_config = os.path.join(config_dir(), "capsa.conf")
-    if keyring is None and config is None and not os.path.exists(site_config):
+    asked = tuple(k for k in (args.require_signed, os.environ.get("APPTAINER_REQUIRE_SIGNED"))
+                  if k)
+    site = args.site
+    if not asked and config is None and not os.path.lexists(site.path("capsa.conf")):
         return
-    from capsa.integrity.policy import enforce_signed, load_policy
+    from capsa.integrity.policy import enforce, load_policy
 
-    if keyring is None:
-        policy = load_policy(config)
-        if not policy.required:
-            return
-        keyring = policy.keyring
-    enforce_signed(args.image, keyring_path=keyring)
+    policy = load_policy(site, user_config=config, keyrings=asked)
+    if policy.required:
+        enforce(policy, spec.image.path, fd=spec.image.fd if spec.image.fd >= 0 else None)
 
 
 _LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:")
@@ -207,37 +206,38 @@ def _is_uri(image: str) -> bool:
     return "://" in image or (image.startswith(_LOCAL_SCHEMES) and not os.path.exists(image))
 
 
-def _pull_uri(args: argparse.Namespace) -> str | None:
+def pull_uri(args: argparse.Namespace) -> None:
     """``docker://`` and friends: run the image from the cache, as Apptainer
     does; without a usable cache (or for other schemes), pull into a
-    temporary SIF and return its path, for removal after the run."""
+    temporary SIF that is removed at once: the run holds it open
+    (``args.image_fd``), and nothing stays behind however the run ends."""
     from pathlib import Path
 
+    from capsa import tempdirs
     from capsa.cli.commands.pull import tmpdir_of, usable_cache
     from capsa.cli.registry_flags import registry_options
-    from capsa.pull import PullOptions, cached_image, pull, split_uri
-    from capsa.runtime.mounts import make_temp_dir
+    from capsa.pull import PullOptions, open_cached_image, pull, split_uri
 
     scheme, _ = split_uri(args.image)  # unsupported schemes: UsageError before any work
-    cache = usable_cache()
+    cache = usable_cache(site=args.site, config=args.global_options.config)
     tmpdir = tmpdir_of(args)
     options = PullOptions(cache=cache, tmpdir=tmpdir, registry=registry_options(args))
     args.image_ref = args.image
     if scheme == "docker" and cache is not None:
-        args.image = str(cached_image(args.image, options))
-        return None
-    work = make_temp_dir(str(tmpdir), "capsa-pull-")
-    dest = Path(work) / "image.sif"
+        found = open_cached_image(args.image, options)
+        # run what was checked: the entry's descriptor, not its name again
+        args.image, args.image_fd = str(found.path), found.fd
+        return
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    tempdirs.sweep(str(tmpdir))
+    work, lock = tempdirs.make_dir(str(tmpdir), "capsa-pull-")
     try:
+        dest = Path(work) / "image.sif"
         pull(args.image, dest, options)
-        final = f"{work}.sif"
-        os.rename(dest, final)
+        args.image, args.image_fd = str(dest), os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
     finally:
-        if dest.exists():
-            dest.unlink()
-        os.rmdir(work)
-    args.image = final
-    return final
+        tempdirs.remove_tree(work)
+        os.close(lock)
 
 
 def _cwd() -> str:
@@ -247,13 +247,15 @@ def _cwd() -> str:
         return "/"
 
 
-def build_spec(args: argparse.Namespace) -> ContainerSpec:
-    """Check the request and turn it into a ContainerSpec (bad input -> errors)."""
+def build_spec(args: argparse.Namespace, img: ImageSpec | None = None) -> ContainerSpec:
+    """Check the request and turn it into a ContainerSpec (bad input -> errors);
+    the image is opened here unless *img* is given."""
     from capsa.runtime import binds, env, image
     from capsa.runtime.spec import ContainerSpec
 
     cwd = _cwd()
-    img = image.resolve(args.image)
+    if img is None:
+        img = image.resolve(args.image, fd=getattr(args, "image_fd", None))
     bind_list = binds.parse_binds(args.bind, cwd)
     bind_list += [binds.parse_mount(m, cwd) for m in args.mount]
     for bind in bind_list:
@@ -288,7 +290,8 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         contain=args.contain, pid_ns=args.pid,
         ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
         writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
-        use_fuse=not args.unsquash, gpu=_gpu(args), limits=limits, idmap=idmap,
+        use_fuse=not args.unsquash and args.site.fuse, gpu=_gpu(args),
+        use_overlay=args.site.overlay, limits=limits, idmap=idmap,
         fakeroot_tool=fakeroot_tool,
         fakeroot_state=os.path.abspath(args.fakeroot_state) if args.fakeroot_state else None,
     )
@@ -511,7 +514,10 @@ def _gpu(args: argparse.Namespace) -> GpuPlan | None:
 
     if "nvccli" in vendors:
         args.writable_tmpfs = True
-    plan = gpu_plan(vendors[0], contain=args.contain, environ=os.environ)
-    for vendor in vendors[1:]:
-        plan = plan.merged(gpu_plan(vendor, contain=args.contain, environ=os.environ))
+    site = args.site
+    plans = [gpu_plan(vendor, contain=args.contain, environ=os.environ, root=site.gpu_root,
+                      ldconfig=site.ldconfig, site_dir=site.config_dir) for vendor in vendors]
+    plan = plans[0]
+    for other in plans[1:]:
+        plan = plan.merged(other)
     return plan

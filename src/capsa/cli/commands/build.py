@@ -327,7 +327,7 @@ def _verbosity(args: argparse.Namespace) -> list[str]:
 
 def build_options(args: argparse.Namespace) -> Any:
     from capsa.build.builder import BuildOptions
-    from capsa.build.scripts import ContainerOptions
+    from capsa.build.scripts import ContainerOptions, capsa_module
     from capsa.cli.commands.pull import (
         platform_of,
         source_date_epoch,
@@ -340,7 +340,8 @@ def build_options(args: argparse.Namespace) -> Any:
     from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
 
     tmpdir = tmpdir_of(args)
-    cache = usable_cache(disabled=args.disable_cache)
+    cache = usable_cache(disabled=args.disable_cache, site=args.site,
+                         config=args.global_options.config)
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
                 if args.mksquashfs_args else SquashfsOptions())
     epoch = source_date_epoch()
@@ -350,7 +351,7 @@ def build_options(args: argparse.Namespace) -> Any:
                        progress=progress)
     container = ContainerOptions(binds=tuple(args.bind), nv=args.nv, rocm=args.rocm,
                                  fakeroot=args.fakeroot, writable_tmpfs=args.writable_tmpfs,
-                                 capsa=(sys.executable, "-m", "capsa", *_verbosity(args)))
+                                 capsa=(sys.executable, "-m", capsa_module(), *_verbosity(args)))
     return BuildOptions(sandbox=args.sandbox, update=args.update, fix_perms=args.fix_perms,
                         notest=args.notest,
                         sections=_sections(args),

@@ -121,7 +121,19 @@ def clean_cache(args: argparse.Namespace) -> int:
     now = time.time()
     for kind in kinds:
         _clean_type(cache, kind, args.days, args.dry_run, now)
+    if not args.dry_run:
+        _clean_scratch(args, cache)
     return 0
+
+
+def _clean_scratch(args: argparse.Namespace, cache: Any) -> None:
+    """What runs of ours that were killed outright left: scratch directories
+    in the temporary directory, temporary files in the cache."""
+    from capsa import tempdirs
+    from capsa.cli.commands.pull import tmpdir_of
+
+    for path in [*tempdirs.sweep(str(tmpdir_of(args))), *cache.sweep_temporaries()]:
+        log.info("Removed the leftovers of an interrupted run: %s", path)
 
 
 def _clean_type(cache: Any, kind: str, days: int, dry_run: bool, now: float) -> None:

@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if not any(getattr(args, name) for name in _SECTIONS if name != "labels"):
         args.labels = True
     spec = image.resolve(args.image)
-    files = read_metadata(spec)
-    deffile = _sif_deffile(spec.path) if spec.kind == "squashfs" else None
+    files = read_metadata(spec, mount=args.site.fuse)
+    deffile = _sif_deffile(spec.path, spec.fd) if spec.kind == "squashfs" else None
     attributes = build_attributes(args, files, deffile)
     if args.json:
         sys.stdout.write(to_json(attributes))
@@ -63,9 +63,12 @@ def _text(raw: bytes) -> str:
 def _labels(raw: bytes | None) -> dict[str, str]:
     if raw is None:
         return {}
+    from capsa.errors import FormatError
+    from capsa.jsondoc import load
+
     try:
-        loaded = json.loads(raw)
-    except ValueError as err:
+        loaded = load(raw, "labels")
+    except FormatError as err:
         log.warning("Unable to parse labels: %s", err)
         return {}
     if not isinstance(loaded, dict):
@@ -73,13 +76,13 @@ def _labels(raw: bytes | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
 
 
-def _sif_deffile(path: str) -> str | None:
+def _sif_deffile(path: str, fd: int) -> str | None:
     from capsa.errors import CapsaError
     from capsa.sif.format import DataType
     from capsa.sif.image import SifImage
 
     try:
-        with SifImage.open(path) as sif:
+        with SifImage.from_fd(fd, path) as sif:
             found = sif.select(data_type=DataType.DEFFILE)
             return sif.read(found[0]).decode("utf-8", errors="replace") if found else None
     except CapsaError:

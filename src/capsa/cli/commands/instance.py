@@ -91,18 +91,16 @@ def _start(args: argparse.Namespace, *, startscript: bool) -> int:
         from capsa.runtime.instance_process import STARTSCRIPT
 
         args.args.insert(0, STARTSCRIPT)
-    pulled = actions._pull_uri(args) if actions._is_uri(args.image) else None
-    try:
-        actions._enforce_signing_policy(args)
-        spec = actions.build_spec(args)
-        from capsa.runtime.instance_process import start_instance
+    if actions._is_uri(args.image):
+        from capsa.cli.signals import cleanup_on_termination
 
-        pid = start_instance(spec, name, startscript=startscript,
-                                  cleanup=(pulled,) if pulled else ())
-    except BaseException:
-        if pulled is not None and os.path.exists(pulled):  # the monitor may have
-            os.unlink(pulled)
-        raise
+        with cleanup_on_termination():
+            actions.pull_uri(args)  # the image held open, its file already gone
+    spec = actions.build_spec(args)
+    actions.enforce_signing_policy(args, spec)
+    from capsa.runtime.instance_process import start_instance
+
+    pid = start_instance(spec, name, startscript=startscript)
     log.info("instance started successfully")
     pid_file = args.pid_file or os.environ.get("APPTAINER_PID_FILE") \
         or os.environ.get("SINGULARITY_PID_FILE")
@@ -190,11 +188,14 @@ def run_in_instance(args: argparse.Namespace) -> int:
     """The action of *args* inside a running instance (exits with its status)."""
     from capsa.runtime.instance import get_instance
     from capsa.runtime.instance_process import join_instance
+    from capsa.runtime.spec import ImageSpec
 
     instance = get_instance(args.image[len(_PREFIX):])
     args.image = instance.image
     args.image_ref = instance.image
-    spec = actions.build_spec(args)
+    # The instance has its image mounted already: nothing to open (its file
+    # may be gone, e.g. a temporary pull held open by the instance).
+    spec = actions.build_spec(args, ImageSpec("instance", instance.image))
     status = join_instance(spec, instance)
     sys.stdout.flush()
     sys.stderr.flush()

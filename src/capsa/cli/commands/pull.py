@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from capsa.cli.registry_flags import add_registry_flags, env_flag, env_value, registry_options
 
 if TYPE_CHECKING:
-    from capsa.content import ContentCache
+    from capsa.content import ContentCache, Trust
+    from capsa.site import SiteSettings
 
 HELP = "Pull an image from a URI"
 
@@ -128,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     check_destination(dest, args.force)
     squashfs = (options_from_mksquashfs_args(args.mksquashfs_args)
                 if args.mksquashfs_args else SquashfsOptions())
-    cache = usable_cache(disabled=args.disable_cache)
+    cache = usable_cache(disabled=args.disable_cache, site=args.site,
+                         config=args.global_options.config)
     progress = progress_for_terminal()
     options = PullOptions(platform=platform_of(args), cache=cache, tmpdir=tmpdir_of(args),
                           squashfs=squashfs, registry=registry_options(args),
@@ -146,19 +148,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def usable_cache(*, disabled: bool = False) -> ContentCache | None:
+def usable_cache(*, disabled: bool = False, site: SiteSettings | None = None,
+                 config: str | None = None) -> ContentCache | None:
     """The shared cache; None when disabled (the flag, or APPTAINER_DISABLE_CACHE)
-    or when it cannot be written (with Apptainer's warning)."""
+    or when it cannot be written or trusted (with Apptainer's warning).
+    Whose entries it uses: see :func:`cache_trust`."""
     if disabled or _env_flag("DISABLE_CACHE"):
         return None
     from capsa.cli import log
     from capsa.content import ContentCache, default_cache_root
     from capsa.errors import EnvironmentFailure
 
-    cache = ContentCache(default_cache_root())
+    root = default_cache_root()
+    cache = ContentCache(root, cache_trust(root, site, config))
     try:
         cache.ensure()
-    except EnvironmentFailure:
-        log.warning(f"Cache disabled - cache location {cache.root} is not writable")
+    except EnvironmentFailure as err:
+        log.warning(f"Cache disabled - {err}")
         return None
     return cache
+
+
+TRUSTED_USERS = "cache trusted users"
+TRUSTED_GROUPS = "cache trusted groups"
+
+
+def cache_trust(root: Path, site: SiteSettings | None, config: str | None) -> Trust:
+    """Whose entries a (shared) cache at *root* may offer: this user, root,
+    the owner of the directory it lives in, and the users and groups named
+    by ``cache trusted users`` / ``cache trusted groups`` in the site's
+    ``capsa.conf`` and in the user's ``--config`` file (which can only add)."""
+    from capsa.content import trust_for
+    from capsa.site import DEFAULT_SETTINGS, name_list, read_config, read_site_config
+
+    settings = [read_site_config(site or DEFAULT_SETTINGS)]
+    if config is not None:
+        settings.append(read_config(config))
+    users = [n for s in settings for n in name_list(s, TRUSTED_USERS)]
+    groups = [n for s in settings for n in name_list(s, TRUSTED_GROUPS)]
+    return trust_for(root, users, groups)

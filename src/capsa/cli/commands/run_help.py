@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from capsa.runtime import image
     from capsa.runtime.metadata import read_metadata
 
-    files = read_metadata(image.resolve(args.image))
+    files = read_metadata(image.resolve(args.image), mount=args.site.fuse)
     prefix = f"/scif/apps/{args.app}/scif" if args.app else "/.singularity.d"
     text = files.get(f"{prefix}/runscript.help")
     if text is None:

@@ -45,8 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image")
 
 
-def key_material(pem_path: str | None) -> KeyMaterial:
-    """The keys ``verify`` trusts: a PEM key, or the global and local keyrings."""
+def key_material(pem_path: str | None, global_keyring: str | None = None) -> KeyMaterial:
+    """The keys ``verify`` trusts: a PEM key, or the site's (*global_keyring*)
+    and the user's keyrings."""
     from capsa.integrity.keyring import GLOBAL_KEYRING, Keyring
     from capsa.integrity.verify import KeyMaterial
     from capsa.integrity.verify import Keyring as Ring
@@ -56,7 +57,8 @@ def key_material(pem_path: str | None) -> KeyMaterial:
 
         return KeyMaterial(pem_keys=(load_public_key(pem_path),))
     local = Keyring().public_path
-    return KeyMaterial(keyrings=(Ring(str(GLOBAL_KEYRING), "GLOBAL"), Ring(str(local), "LOCAL")))
+    site = global_keyring or str(GLOBAL_KEYRING)
+    return KeyMaterial(keyrings=(Ring(site, "GLOBAL"), Ring(str(local), "LOCAL")))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
     colour = sys.stdout.isatty() and getattr(args.global_options, "colour", True)
     report = _JsonReport() if args.json else None
     groups, objects = selection(args)
+    keys = key_material(args.key, _global_keyring(args))
     try:
         verify_image(
-            args.image, key_material(args.key), groups=groups, objects=objects,
+            args.image, keys, groups=groups, objects=objects,
             legacy=args.legacy_insecure, all_objects=args.all,
             callback=report.add if report else (lambda r: _print_result(r, colour)),
         )
@@ -141,3 +144,10 @@ class _JsonReport:
         document = {"Signatures": self.signatures, "SignerKeys": self.entries or None}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         sys.stdout.flush()
+
+
+def _global_keyring(args: argparse.Namespace) -> str | None:
+    from capsa.integrity.keyring import GLOBAL_NAME
+
+    site = getattr(args, "site", None)
+    return None if site is None else str(site.path(GLOBAL_NAME))
