@@ -22,7 +22,7 @@ FORBIDDEN = (
     "http", "http.client", "ssl", "socket", "urllib", "urllib.parse", "email", "json",
     "hashlib", "logging", "cryptography", "rich", "tempfile", "subprocess", "uuid",
     "capsa.registry", "capsa.pull", "capsa.oci", "capsa.content", "capsa.integrity",
-    "capsa.sif.writer", "capsa.build", "capsa.cli.registry_flags",
+    "capsa.sif.writer", "capsa.builder", "capsa.cli.registry_flags",
 )
 
 

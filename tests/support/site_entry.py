@@ -26,7 +26,7 @@ VARIABLE = "CAPSA_TEST_SITE"
 def settings() -> SiteSettings:
     """The settings the test asked for (left in the environment: the nested
     capsa a build runs for %post is this program again, see
-    :func:`capsa.build.scripts.ContainerOptions`)."""
+    :func:`capsa.builder.scripts.ContainerOptions`)."""
     return SiteSettings(**json.loads(os.environ.get(VARIABLE, "{}")))
 
 

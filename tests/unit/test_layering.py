@@ -48,7 +48,7 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.runtime": {"capsa.proc", "capsa.linux", "capsa.userns", "capsa.sif", "capsa.squashfs",
                       "capsa.digest", "capsa.legacyimage", "capsa.scratch"},
     "capsa.deffile": set(),
-    "capsa.build": {
+    "capsa.builder": {
         "capsa.deffile", "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pull",
         "capsa.linux", "capsa.userns", "capsa.integrity", "capsa.legacyimage", "capsa.scratch",

@@ -79,7 +79,7 @@ def _env_flag(name: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capsa.build.builder import build
+    from capsa.builder.build import build
 
     _cleanup_on_sigterm()
     dest = Path(args.dest)
@@ -113,7 +113,7 @@ def as_fakeroot(options: Any, args: argparse.Namespace) -> Any:
     import dataclasses
 
     from capsa import userns
-    from capsa.build.sandbox import Ownership
+    from capsa.builder.sandbox import Ownership
     from capsa.cli import log
     from capsa.errors import EnvironmentFailure
 
@@ -256,7 +256,7 @@ def definition_for(spec: str, values: dict[str, str], warn_unused: bool) -> Any:
 
     text = _spec_as_definition(spec)
     if text is None:
-        from capsa.build.builder import copy_definition_text
+        from capsa.builder.build import copy_definition_text
 
         if not os.path.exists(spec):
             raise NotFoundError(f"Unable to build from {spec}: no such file or directory")
@@ -306,7 +306,7 @@ def _is_image(path: Path) -> bool:
 
 
 def _sections(args: argparse.Namespace) -> frozenset[str]:
-    from capsa.build.builder import ALL_SECTIONS
+    from capsa.builder.build import ALL_SECTIONS
     from capsa.errors import UsageError
 
     names = {n.strip().lower() for item in args.section for n in item.split(",") if n.strip()}
@@ -326,8 +326,8 @@ def _verbosity(args: argparse.Namespace) -> list[str]:
 
 
 def build_options(args: argparse.Namespace) -> Any:
-    from capsa.build.builder import BuildOptions
-    from capsa.build.scripts import ContainerOptions, capsa_module
+    from capsa.builder.build import BuildOptions
+    from capsa.builder.scripts import ContainerOptions, capsa_module
     from capsa.cli.commands.pull import (
         platform_of,
         source_date_epoch,

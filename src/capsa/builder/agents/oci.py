@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from capsa import report
-from capsa.build.agents import AgentContext, Base
-from capsa.build.sandbox import unpack_image
+from capsa.builder.agents import AgentContext, Base
+from capsa.builder.sandbox import unpack_image
 from capsa.deffile.model import Stage
 from capsa.errors import UsageError
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 
 def source_uri(stage: Stage) -> str:

@@ -10,13 +10,13 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capsa.build.sandbox import REAL_OWNERS, Ownership
+from capsa.builder.sandbox import REAL_OWNERS, Ownership
 from capsa.deffile.model import Stage
 from capsa.errors import UsageError
 from capsa.proc import DEFAULT_RUNNER, Runner
 from capsa.pull import PullOptions
 
-# Bootstrap: value -> module under capsa.build.agents
+# Bootstrap: value -> module under capsa.builder.agents
 AGENTS: dict[str, str] = {
     "docker": "oci",
     "oci": "oci",
@@ -58,6 +58,6 @@ def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
     if module is None:
         raise UsageError(f"invalid build agent {stage.get('bootstrap')!r} "
                          f"(supported: {', '.join(sorted(AGENTS))})")
-    loaded = importlib.import_module(f"capsa.build.agents.{module}")
+    loaded = importlib.import_module(f"capsa.builder.agents.{module}")
     base: Base = loaded.bootstrap(stage, rootfs, context)
     return base

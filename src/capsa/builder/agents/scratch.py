@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capsa.build.agents import AgentContext, Base
+from capsa.builder.agents import AgentContext, Base
 from capsa.deffile.model import Stage
 
 

@@ -10,8 +10,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 from capsa import report
-from capsa.build.agents import Base
-from capsa.build.scripts import BUILD_LABELS
+from capsa.builder.agents import Base
+from capsa.builder.scripts import BUILD_LABELS
 from capsa.deffile.model import Definition, Script, Stage
 from capsa.deffile.parser import parse_labels
 from capsa.errors import FormatError
@@ -24,7 +24,7 @@ from capsa.rootfs.singularity_d import (
     metadata_entries,
 )
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 META = ".singularity.d"
 
@@ -34,7 +34,7 @@ def write_metadata(stage: Stage, rootfs: Path, base: Base, definition: Definitio
                    epoch: int | None = None) -> None:
     """``phase="base"`` right after bootstrap, ``"final"`` after %post;
     *epoch* (SOURCE_DATE_EPOCH) stands for "now" in what is written."""
-    from capsa.build.sandbox import confined, write_entries
+    from capsa.builder.sandbox import confined, write_entries
 
     if phase == "base":
         # A base with its own tree keeps it; only what it lacks is added

@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 from capsa import report
-from capsa.build.agents import AgentContext, Base
+from capsa.builder.agents import AgentContext, Base
 from capsa.deffile.model import Stage
 from capsa.errors import NotFoundError
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 _HOST_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\n"

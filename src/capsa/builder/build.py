@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsa import report, tempdirs
-from capsa.build import agents, apps
-from capsa.build.metadata import write_metadata
-from capsa.build.sandbox import (
+from capsa.builder import agents, apps
+from capsa.builder.metadata import write_metadata
+from capsa.builder.sandbox import (
     REAL_OWNERS,
     Ownership,
     confined,
@@ -31,7 +31,7 @@ from capsa.build.sandbox import (
     pack_squashfs,
     remove_tree,
 )
-from capsa.build.scripts import ContainerOptions, run_post, run_setup, run_test
+from capsa.builder.scripts import ContainerOptions, run_post, run_setup, run_test
 from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
 from capsa.errors import ContainerError, FormatError, NotFoundError, UsageError
 from capsa.jsondoc import load, read_document
@@ -40,7 +40,7 @@ from capsa.pull import PullOptions
 from capsa.scratch import Place, guard, tmpdir_place
 from capsa.squashfs import SquashfsOptions
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 ALL_SECTIONS = ("setup", "files", "post", "environment", "runscript", "startscript",
                 "test", "labels", "help")

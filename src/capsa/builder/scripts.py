@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsa import report
-from capsa.build.sandbox import host_root
+from capsa.builder.sandbox import host_root
 from capsa.deffile.model import Script
 from capsa.errors import ContainerError
 from capsa.proc import DEFAULT_RUNNER, Runner
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 POST_SCRIPT = "/.post.script"
 BUILD_LABELS = "/.build.labels"

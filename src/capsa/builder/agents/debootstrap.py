@@ -15,14 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from capsa import report
-from capsa.build.agents import AgentContext, Base
-from capsa.build.sandbox import host_root, is_root
+from capsa.builder.agents import AgentContext, Base
+from capsa.builder.sandbox import host_root, is_root
 from capsa.deffile.model import Stage
 from capsa.errors import EnvironmentFailure, ToolError, UsageError
 from capsa.proc import require
 from capsa.userns import current_map
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 _DEVICES = ("null", "zero", "random", "urandom")
 # Runs in the private mount namespace: "$1" is the rootfs, the rest debootstrap's argv.

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from capsa import report
-from capsa.build.metadata import with_shebang
-from capsa.build.sandbox import confined
-from capsa.build.scripts import ContainerOptions, run_post
+from capsa.builder.metadata import with_shebang
+from capsa.builder.sandbox import confined
+from capsa.builder.scripts import ContainerOptions, run_post
 from capsa.deffile.model import App, FileCopy
 from capsa.deffile.parser import parse_files, parse_labels
 from capsa.rootfs.singularity_d import labels_json
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 CopyFiles = Callable[[tuple[FileCopy, ...], Path], None]
 

@@ -10,9 +10,9 @@ from typing import IO, Any
 
 import pytest
 
-from capsa.build.metadata import with_shebang
-from capsa.build.sandbox import confined, remove_tree
-from capsa.build.scripts import ContainerOptions, run_post, run_test
+from capsa.builder.metadata import with_shebang
+from capsa.builder.sandbox import confined, remove_tree
+from capsa.builder.scripts import ContainerOptions, run_post, run_test
 from capsa.deffile.model import Script
 from capsa.errors import ContainerError, UsageError
 from capsa.proc import Completed
@@ -110,14 +110,14 @@ def test_remove_tree_without_write_permission(tmp_path: Path) -> None:
     ("Bootstrap: oci\nFrom: layout:tag\n", "oci:layout:tag"),
 ])
 def test_source_uri(text: str, uri: str) -> None:
-    from capsa.build.agents.oci import source_uri
+    from capsa.builder.agents.oci import source_uri
     from capsa.deffile.parser import parse
 
     assert source_uri(parse(text).final) == uri
 
 
 def test_fix_permissions(tmp_path: Path) -> None:
-    from capsa.build.sandbox import fix_permissions
+    from capsa.builder.sandbox import fix_permissions
 
     (tmp_path / "d").mkdir(mode=0o500)
     (tmp_path / "f").write_text("x")

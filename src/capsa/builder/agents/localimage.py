@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from capsa import report
-from capsa.build.agents import AgentContext, Base
-from capsa.build.sandbox import copy_tree, unpack_image
+from capsa.builder.agents import AgentContext, Base
+from capsa.builder.sandbox import copy_tree, unpack_image
 from capsa.deffile.model import Stage
 from capsa.errors import CapsaError, NotFoundError, SignatureError, UsageError
 
-log = report.getLogger("capsa.build")
+log = report.getLogger("capsa.builder")
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
