@@ -41,7 +41,7 @@ import pwd
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -123,14 +123,11 @@ def _groups_of(uid: int) -> frozenset[int]:
     return frozenset(found)
 
 
-def default_cache_root(env: dict[str, str] | os._Environ[str] | None = None) -> Path:
-    """``$APPTAINER_CACHEDIR/cache`` (or ``SINGULARITY_CACHEDIR``), else
-    ``~/.apptainer/cache``."""
-    env = os.environ if env is None else env
-    parent = env.get("APPTAINER_CACHEDIR") or env.get("SINGULARITY_CACHEDIR")
-    if parent:
-        return Path(parent) / "cache"
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".apptainer" / "cache"
+def default_cache_root(env: Mapping[str, str] | None = None) -> Path:
+    """The caller's cache (:func:`capsa.userdirs.cache_root`)."""
+    from capsa.userdirs import cache_root
+
+    return Path(cache_root(env))
 
 
 def sif_cache_key(manifest_digest: str, arch: str, variant: str = "") -> str:

@@ -47,6 +47,16 @@ class Runner(Protocol):
     ) -> Completed: ...
 
 
+def child_env(drop_prefix: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a program capsa runs: capsa's own (a tool needs
+    PATH, HOME, the locale...) less the variables starting *drop_prefix*,
+    plus *extra*.  Library code composes children's environments only here."""
+    env = {k: v for k, v in os.environ.items()
+           if drop_prefix is None or not k.startswith(drop_prefix)}
+    env.update(extra)
+    return env
+
+
 def which(program: str, path: str | None = None) -> str | None:
     """Where *program* lives on ``PATH`` (or *path*), or None."""
     return shutil.which(program, path=path)

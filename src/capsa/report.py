@@ -1,7 +1,7 @@
 """How the library tells the user what it is doing, without printing.
 
 The library reports progress and warnings through a :class:`Reporter` per
-module (``report.getLogger("capsa.pull")``, named like :mod:`logging`'s so
+module (``report.getLogger("capsa.pulling")``, named like :mod:`logging`'s so
 call sites read the same).  Only the CLI decides where reports go: it calls
 :func:`configure` once with a level and a sink; until then (a program using
 capsa as a library) nothing is emitted.
@@ -40,6 +40,11 @@ def configure(level: int, sink: Sink | None) -> None:
     """Send reports of *level* and above to *sink* (None: drop them)."""
     _config.level = level
     _config.sink = sink
+
+
+def level() -> int:
+    """The level reports are sent at (for a child process to report alike)."""
+    return _config.level if _config.sink is not None else CRITICAL + 10
 
 
 def enabled(level: int) -> bool:

@@ -19,7 +19,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from capsa.errors import CapsaError, NoSpaceError
 
@@ -54,8 +54,7 @@ def _is_tmpfs(path: str) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
+class Place(NamedTuple):
     """A directory something is written to, and what the user may set to
     move it (``APPTAINER_TMPDIR``...); no variable for a destination."""
 

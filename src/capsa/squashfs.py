@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from capsa.errors import CapsaError, ToolError, UsageError
-from capsa.proc import DEFAULT_RUNNER, Completed, Runner
+from capsa.proc import DEFAULT_RUNNER, Completed, Runner, child_env
 from capsa.scratch import free_space
 
 COMPRESSORS = ("zstd", "gzip", "xz", "lz4", "lzo", "lzma")
@@ -156,8 +156,8 @@ class _Packing:
 
     def pack(self, runner: Runner, argv: Sequence[str], read_fd: int) -> None:
         try:
-            env = None if self.epoch is None else {**os.environ,
-                                                   "SOURCE_DATE_EPOCH": str(self.epoch)}
+            env = None if self.epoch is None else child_env(
+                SOURCE_DATE_EPOCH=str(self.epoch))
             self.outcome = runner.run(argv, stdin=read_fd, check=False, env=env)
         except BaseException as err:  # reported in the caller's thread
             self.outcome = err

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from capsa import linux, report
+from capsa import children, linux, report
 
 log = report.getLogger("capsa.userns")
 SUBUID_FILE = "/etc/subuid"
@@ -192,22 +192,21 @@ def enter(idmap: IdMap, flags: int = 0) -> None:
         linux.write_id_maps("self", uid.inside, uid.outside, gid.inside, gid.outside)
         return
     go_read, go_write = os.pipe()
-    helper = os.fork()
-    if helper == 0:  # pragma: no cover - child
+    parent = os.getpid()
+
+    def write_maps() -> int:
         os.close(go_write)
-        code = 1
-        try:
-            os.read(go_read, 1)
-            code = _write_maps_with_helpers(os.getppid(), idmap)
-        finally:
-            os._exit(code)
+        os.read(go_read, 1)  # the parent has unshared
+        return _write_maps_with_helpers(parent, idmap)
+
+    helper = children.fork(write_maps)
     os.close(go_read)
     try:
         linux.unshare(linux.CLONE_NEWUSER | flags)
     finally:
         os.write(go_write, b"x")
         os.close(go_write)
-        _pid, status = os.waitpid(helper, 0)
+        status = helper.wait()
     if status != 0:
         raise OSError(1, "newuidmap/newgidmap could not write the id maps of the "
                       f"user namespace ({idmap.describe()})")
@@ -218,12 +217,10 @@ def _write_maps_with_helpers(pid: int, idmap: IdMap) -> int:
         program = _find(helper)
         if program is None:
             return 127
-        argv = [helper, str(pid)]
+        argv = [program, str(pid)]
         for item in ranges:
             argv += [str(item.inside), str(item.outside), str(item.size)]
-        child = os.posix_spawn(program, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        _pid, status = os.waitpid(child, 0)
-        if status != 0:
+        if children.spawn(argv, stdio=False).wait() != 0:
             return 1
     return 0
 

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 
@@ -15,54 +13,53 @@ from capsa.builder.sandbox import confined, remove_tree
 from capsa.builder.scripts import ContainerOptions, run_post, run_test
 from capsa.deffile.model import Script
 from capsa.errors import ContainerError, UsageError
-from capsa.proc import Completed
+from capsa.runtime.request import ContainerRequest
+from capsa.site import SiteSettings
 
 
-class FakeRunner:
-    def __init__(self, returncode: int = 0) -> None:
-        self.calls: list[list[str]] = []
-        self.returncode = returncode
+class Recorder:
+    """Stands in for running a container: records each request, answers *status*."""
 
-    def run(self, argv: Sequence[str], *, check: bool = True, capture: bool = True,
-            input: bytes | None = None, env: Mapping[str, str] | None = None,
-            cwd: str | None = None, stdin: IO[Any] | int | None = None,
-            stdout: IO[Any] | int | None = None) -> Completed:
-        del check, capture, input, env, cwd, stdin, stdout
-        self.calls.append(list(argv))
-        return Completed(tuple(argv), self.returncode, b"", b"")
+    def __init__(self, status: int = 0) -> None:
+        self.requests: list[ContainerRequest] = []
+        self.status = status
+
+    def __call__(self, request: ContainerRequest, site: SiteSettings) -> int:
+        del site
+        self.requests.append(request)
+        return self.status
 
 
-def test_post_argv_passes_binds_and_gpu_flags(tmp_path: Path) -> None:
-    runner = FakeRunner()
+def test_post_request_passes_binds_and_gpus(tmp_path: Path) -> None:
+    recorder = Recorder()
     options = ContainerOptions(binds=("/data:/data:ro",), nv=True, rocm=True,
-                               capsa=("capsa",), runner=runner)
+                               run_container=recorder)
     run_post(Script("echo hi\n", "-c /bin/bash"), tmp_path, options)
-    argv = runner.calls[0]
-    assert argv[:6] == ["capsa", "exec", "--writable", "--pwd", "/", "--cleanenv"]
-    assert argv[argv.index("--bind"):argv.index("--bind") + 2] == ["--bind", "/data:/data:ro"]
-    assert "--nv" in argv and "--rocm" in argv
-    assert ("--fakeroot" in argv) == (os.geteuid() != 0)
-    assert "APPTAINER_ENVIRONMENT=/.singularity.d/env/91-environment.sh" in argv
-    assert argv[-4:] == ["/bin/sh", "-ex", "-c", "/bin/bash /.post.script"]
-    assert argv[-5] == str(tmp_path)
+    request = recorder.requests[0]
+    assert (request.action, request.image, request.pwd) == ("exec", str(tmp_path), "/")
+    assert request.writable and request.cleanenv and request.no_home
+    assert request.bind[0] == "/data:/data:ro"
+    assert request.gpus == ("nv", "rocm")
+    assert request.fakeroot == (os.geteuid() != 0)
+    assert "APPTAINER_ENVIRONMENT=/.singularity.d/env/91-environment.sh" in request.env
+    assert request.args == ("/bin/sh", "-ex", "-c", "/bin/bash /.post.script")
     assert not (tmp_path / ".post.script").exists()
 
 
 def test_post_failure_is_one_error(tmp_path: Path) -> None:
-    options = ContainerOptions(capsa=("capsa",), runner=FakeRunner(returncode=7))
+    options = ContainerOptions(run_container=Recorder(status=7))
     with pytest.raises(ContainerError, match="exit status 7"):
         run_post(Script("false\n"), tmp_path, options)
 
 
-def test_test_argv(tmp_path: Path) -> None:
-    runner = FakeRunner()
+def test_test_request(tmp_path: Path) -> None:
+    recorder = Recorder()
     run_test(tmp_path, ContainerOptions(nv=True, writable_tmpfs=True, fakeroot=True,
-                                        capsa=("capsa",), runner=runner))
-    argv = runner.calls[0]
-    assert argv[:2] == ["capsa", "test"]
-    assert "--nv" in argv and "--writable-tmpfs" in argv and "--fakeroot" in argv
-    assert "--writable" not in argv
-    assert argv[-1] == str(tmp_path)
+                                        run_container=recorder))
+    request = recorder.requests[0]
+    assert (request.action, request.image) == ("test", str(tmp_path))
+    assert request.gpus == ("nv",) and request.writable_tmpfs and request.fakeroot
+    assert not request.writable
 
 
 @pytest.mark.parametrize(("script", "expected"), [

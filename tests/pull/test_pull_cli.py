@@ -329,7 +329,7 @@ def test_cached_image_api(images: Any, scratch: Path) -> None:
     """What ``exec docker://...`` uses: the SIF in the cache, converted once,
     handed over open (the run reads what was checked)."""
     from capsa.content import ContentCache
-    from capsa.pull import PullOptions, open_cached_image
+    from capsa.pulling import PullOptions, open_cached_image
     from capsa.registry import RegistryOptions
 
     options = PullOptions(cache=ContentCache(scratch / "cache"), tmpdir=scratch,

@@ -229,7 +229,7 @@ def test_from_tar_stream_garbage_is_tool_error(tmp_path: Path) -> None:
     ("oci:/data/layout:v1", "layout.sif"),
 ])
 def test_default_name(uri: str, name: str) -> None:
-    from capsa.cli.commands.pull import default_name
+    from capsa.pulling import default_name
 
     assert default_name(uri) == name
 
@@ -251,8 +251,10 @@ def test_find_size() -> None:
 def test_platform_flags(argv: list[str], expected: str) -> None:
     import argparse
 
-    from capsa.cli.commands.pull import configure, platform_of
+    from capsa.cli.commands.pull import configure
+    from capsa.pulling import platform_for
 
     parser = argparse.ArgumentParser()
     configure(parser)
-    assert str(platform_of(parser.parse_args([*argv, "docker://x"]))) == expected
+    args = parser.parse_args([*argv, "docker://x"])
+    assert str(platform_for(args.platform, args.arch, args.arch_variant)) == expected

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from capsa.cli.registry_flags import add_registry_flags, env_flag, registry_options
+from capsa.cli import environment
+from capsa.cli.registry_flags import add_registry_flags, registry_options
 from capsa.errors import UsageError
 from capsa.registry import Credentials
 
 
-def _args(*argv: str) -> argparse.Namespace:
+def _args(*argv: str, env: dict[str, str] | None = None) -> argparse.Namespace:
+    """The flags, then the variables that stand for the unset ones (as the CLI does)."""
     parser = argparse.ArgumentParser()
     add_registry_flags(parser)
-    return parser.parse_args(list(argv))
+    args = parser.parse_args(list(argv))
+    environment.apply(args, "pull", env or {})
+    return args
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -26,30 +30,30 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("env", [{"APPTAINER_NOHTTPS": "1"}, {"SINGULARITY_NOHTTPS": "true"},
-                                 {"APPTAINER_NO_HTTPS": "yes"}])
+                                 {"APPTAINER_NO_HTTPS": "t"}])
 def test_no_https_from_env(env: dict[str, str], tmp_path: Path) -> None:
-    assert registry_options(_args(), env, tmp_path).no_https
+    assert registry_options(_args(env=env), env, tmp_path).no_https
 
 
 def test_no_https_flags(tmp_path: Path) -> None:
     assert registry_options(_args("--no-https"), {}, tmp_path).no_https
     assert registry_options(_args("--nohttps"), {}, tmp_path).no_https
-    assert not env_flag({"APPTAINER_NOHTTPS": "0"}, "NOHTTPS")
+    assert not registry_options(_args(env={"APPTAINER_NOHTTPS": "0"}), {}, tmp_path).no_https
 
 
 def test_credentials_from_env(tmp_path: Path) -> None:
     env = {"APPTAINER_DOCKER_USERNAME": "u", "APPTAINER_DOCKER_PASSWORD": "p"}
-    assert registry_options(_args(), env, tmp_path).credentials == Credentials("u", "p")
+    assert registry_options(_args(env=env), {}, tmp_path).credentials == Credentials("u", "p")
     legacy = {"SINGULARITY_DOCKER_USERNAME": "l", "SINGULARITY_DOCKER_PASSWORD": "q"}
-    assert registry_options(_args(), legacy, tmp_path).credentials == Credentials("l", "q")
+    assert registry_options(_args(env=legacy), {}, tmp_path).credentials == Credentials("l", "q")
     plain = {"DOCKER_USERNAME": "d", "DOCKER_PASSWORD": "e"}
-    assert registry_options(_args(), plain, tmp_path).credentials == Credentials("d", "e")
-    assert registry_options(_args(), {**plain, **env}, tmp_path).credentials == \
+    assert registry_options(_args(env=plain), {}, tmp_path).credentials == Credentials("d", "e")
+    assert registry_options(_args(env={**plain, **env}), {}, tmp_path).credentials == \
         Credentials("u", "p")
-    flags = _args("--docker-username", "f", "--docker-password", "g")
+    flags = _args("--docker-username", "f", "--docker-password", "g", env=env)
     assert registry_options(flags, {}, tmp_path).credentials == Credentials("f", "g")
     with pytest.raises(UsageError, match="without a username"):
-        registry_options(_args(), {"APPTAINER_DOCKER_PASSWORD": "p"}, tmp_path)
+        registry_options(_args(env={"APPTAINER_DOCKER_PASSWORD": "p"}), {}, tmp_path)
 
 
 def test_docker_login_needs_a_terminal(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from capsa.runtime import launcher
 from capsa.runtime.mounts import Session
+from capsa.runtime.spec import ProcessSpec
 
 
 def _session(tmp_path: Path) -> Session:
@@ -24,10 +25,10 @@ def test_prefetch_reads_existing_programs_in_a_child_that_close_reaps(tmp_path: 
     (root / "usr/bin/sh").symlink_to("busybox")
     session = _session(tmp_path)
     session.prefetch(str(root), ["/bin/sh", "/usr/bin/busybox", "/bin/missing"])
-    pid = session.prefetch_pid
-    assert pid > 0
+    assert session.prefetcher is not None
+    pid = session.prefetcher.pid
     session.close()
-    assert session.prefetch_pid == 0
+    assert session.prefetcher is None
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped: nothing is left running
 
@@ -36,7 +37,7 @@ def test_prefetch_without_any_file_starts_nothing(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     session = _session(tmp_path)
     session.prefetch(str(tmp_path / "root"), ["/bin/sh"])
-    assert session.prefetch_pid == 0
+    assert session.prefetcher is None
     session.close()
 
 
@@ -46,7 +47,7 @@ def test_prefetch_never_follows_links_out_of_the_root(tmp_path: Path) -> None:
     (root / "bin/sh").symlink_to("/etc/passwd")  # a hostile image
     session = _session(tmp_path)
     session.prefetch(str(root), ["/bin/sh"])
-    assert session.prefetch_pid == 0  # resolved inside the root: /etc/passwd is not there
+    assert session.prefetcher is None  # resolved inside the root: /etc/passwd is not there
     session.close()
 
 
@@ -58,6 +59,6 @@ def test_prefetch_never_follows_links_out_of_the_root(tmp_path: Path) -> None:
     ("run", ("arg",), []),
 ])
 def test_first_programs(action: str, argv: tuple[str, ...], expected_extra: list[str]) -> None:
-    spec = launcher.ContainerSpec(  # only action and argv matter here
-        None, "", action, argv, None, "/", "/", "/")  # type: ignore[arg-type]
+    spec = launcher.ContainerSpec(  # only the process matters here
+        None, ProcessSpec(action, argv, "/"), None, None, None)  # type: ignore[arg-type]
     assert launcher._first_programs(spec) == ["/bin/sh", *expected_extra]

@@ -230,7 +230,7 @@ def plant_stale_trusted_entry(share: Share, evil: User) -> None:
     not match what the registry names now (another image's conversion)."""
     del evil
     from capsa.content import ContentCache
-    from capsa.pull import PullOptions, open_cached_image
+    from capsa.pulling import PullOptions, open_cached_image
     from capsa.registry import RegistryOptions
 
     options = PullOptions(cache=ContentCache(share.cache), tmpdir=share.work,

@@ -14,7 +14,8 @@ import pytest
 
 from support.env import SRC
 
-BASE = {"capsa", "capsa.errors", "capsa.report", "capsa.site", "capsa.jsondoc", "capsa.tempdirs"}
+BASE = {"capsa", "capsa.errors", "capsa.report", "capsa.site", "capsa.jsondoc", "capsa.tempdirs",
+        "capsa.userdirs", "capsa.children"}
 # top-level unit -> the capsa units it may import (besides itself and BASE)
 ALLOWED: dict[str, set[str]] = {
     "capsa": set(),
@@ -24,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.site": set(),
     "capsa.jsondoc": set(),
     "capsa.tempdirs": set(),
+    "capsa.userdirs": {"capsa.scratch"},
+    "capsa.children": {"capsa.linux"},
     "capsa.proc": set(),
     "capsa.linux": set(),
     "capsa.userns": {"capsa.linux"},
@@ -40,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
         "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc",
     },
-    "capsa.pull": {
+    "capsa.pulling": {
         "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
         "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.scratch",
     },
@@ -50,10 +53,12 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.deffile": set(),
     "capsa.builder": {
         "capsa.deffile", "capsa.digest", "capsa.reference", "capsa.registry", "capsa.content",
-        "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pull",
+        "capsa.rootfs", "capsa.squashfs", "capsa.sif", "capsa.proc", "capsa.oci", "capsa.pulling",
         "capsa.linux", "capsa.userns", "capsa.integrity", "capsa.legacyimage", "capsa.scratch",
+        "capsa.runtime",  # %post and %test run as containers: after the runtime, never before
     },
     "capsa.cli": {"*"},
+    "capsa.api": {"*"},  # the library's front door, over every stage
 }
 
 

@@ -36,7 +36,7 @@ from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
 from capsa.errors import ContainerError, FormatError, NotFoundError, UsageError
 from capsa.jsondoc import load, read_document
 from capsa.proc import require
-from capsa.pull import PullOptions
+from capsa.pulling import PullOptions
 from capsa.scratch import Place, guard, tmpdir_place
 from capsa.squashfs import SquashfsOptions
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from capsa.errors import FormatError, UsageError
-from capsa.proc import DEFAULT_RUNNER, Runner, require, which
+from capsa.proc import DEFAULT_RUNNER, Runner, child_env, require, which
 from capsa.rootfs.layers import SyntheticEntry
 from capsa.squashfs import SquashfsOptions, from_tar_stream
 from capsa.userns import FakerootTool, in_initial_namespace
@@ -65,7 +65,7 @@ class Ownership:
         try real changes of owner, which fail for every id but 0 here."""
         if self.kind != "fakeroot":
             return None
-        return dict(os.environ, FAKEROOTDONTTRYCHOWN="1")
+        return child_env(FAKEROOTDONTTRYCHOWN="1")
 
 
 REAL_OWNERS = Ownership()

@@ -2,25 +2,29 @@
 
 ``%setup`` runs on the host (``/bin/sh -ex``, ``APPTAINER_ROOTFS`` set).
 ``%post`` and ``%test`` run in a nested container, as Apptainer's build
-does: capsa's own CLI (``python -m capsa exec --writable --cleanenv ...``)
-in a subprocess, so that the build never imports the runtime and gets
-exactly the container a user would (binds, ``--nv``, fakeroot).
+does: a :class:`~capsa.runtime.request.ContainerRequest` (what ``exec
+--writable --cleanenv ...`` or ``test`` would ask for: binds, ``--nv``,
+fakeroot), turned into its spec here and run by a child process of its own
+(:mod:`capsa.runtime.child`), since the build's process has threads of its
+own and a container's start needs a process that has none.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from capsa import report
 from capsa.builder.sandbox import host_root
 from capsa.deffile.model import Script
 from capsa.errors import ContainerError
-from capsa.proc import DEFAULT_RUNNER, Runner
+from capsa.proc import DEFAULT_RUNNER, Runner, child_env
+from capsa.runtime.child import run_in_child
+from capsa.runtime.request import ContainerRequest
+from capsa.site import DEFAULT_SETTINGS, SiteSettings
 
 log = report.getLogger("capsa.builder")
 
@@ -28,49 +32,33 @@ POST_SCRIPT = "/.post.script"
 BUILD_LABELS = "/.build.labels"
 POST_ENVIRONMENT = "/.singularity.d/env/91-environment.sh"
 
+# Runs one container request to its end: its exit status.
+RunContainer = Callable[[ContainerRequest, SiteSettings], int]
+
 
 @dataclass(frozen=True, slots=True)
 class ContainerOptions:
-    """How the nested container runs: the flags ``build`` passes on."""
+    """How the nested container runs: what ``build`` passes on to it."""
 
     binds: tuple[str, ...] = ()
     nv: bool = False
     rocm: bool = False
     fakeroot: bool = False              # forced when not root
     writable_tmpfs: bool = False        # %test only
-    capsa: tuple[str, ...] = field(
-        default_factory=lambda: (sys.executable, "-m", capsa_module()))
-    runner: Runner = DEFAULT_RUNNER
+    runner: Runner = DEFAULT_RUNNER     # for %setup and the programs the build runs
     fakeroot_state: str | None = None   # fakeroot(1)'s database in a root-mapped build
     ignore_fakeroot_command: bool = False
+    site: SiteSettings = DEFAULT_SETTINGS
+    run_container: RunContainer = run_in_child
 
-    def common_flags(self) -> list[str]:
-        flags = ["--cleanenv", "--no-home"]
-        if self.fakeroot or not host_root():
-            flags.append("--fakeroot")
-        if self.ignore_fakeroot_command:
-            flags.append("--ignore-fakeroot-command")
-        elif self.fakeroot_state:
-            flags += ["--fakeroot-state", self.fakeroot_state]
-        for spec in self.binds:
-            flags += ["--bind", spec]
-        if self.nv:
-            flags.append("--nv")
-        if self.rocm:
-            flags.append("--rocm")
-        return flags
-
-
-def capsa_module() -> str:
-    """The module to run the nested capsa as: ``capsa``, or the program this
-    capsa runs as if that is another entry point to capsa's CLI (the one the
-    tests give their site settings through), so that both see the same site."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    cli = getattr(getattr(main, "main", None), "__module__", "")
-    if spec is None or cli != "capsa.cli.main":
-        return "capsa"
-    return str(spec.name)
+    def request(self, rootfs: Path, action: str, args: tuple[str, ...] = ()
+                ) -> ContainerRequest:
+        """A request for the sandbox *rootfs* with the build's options."""
+        return ContainerRequest(
+            image=str(rootfs), action=action, args=args, cleanenv=True, no_home=True,
+            fakeroot=self.fakeroot or not host_root(), fakeroot_state=self.fakeroot_state,
+            ignore_fakeroot_command=self.ignore_fakeroot_command, bind=self.binds,
+            gpus=tuple(v for v, wanted in (("nv", self.nv), ("rocm", self.rocm)) if wanted))
 
 
 def run_setup(script: Script, rootfs: Path, runner: Runner = DEFAULT_RUNNER) -> None:
@@ -80,7 +68,7 @@ def run_setup(script: Script, rootfs: Path, runner: Runner = DEFAULT_RUNNER) -> 
                                      delete=False) as handle:
         handle.write(script.body)
     try:
-        env = dict(os.environ, APPTAINER_ROOTFS=str(rootfs), SINGULARITY_ROOTFS=str(rootfs))
+        env = child_env(APPTAINER_ROOTFS=str(rootfs), SINGULARITY_ROOTFS=str(rootfs))
         done = runner.run(["/bin/sh", "-ex", handle.name], check=False, capture=False, env=env)
     finally:
         os.unlink(handle.name)
@@ -97,47 +85,56 @@ def _interpreter(args: str) -> list[str]:
     return ["/bin/sh", "-ex", POST_SCRIPT]
 
 
+def post_request(script: Script, rootfs: Path, options: ContainerOptions, *,
+                 pwd: str = "/", env: Mapping[str, str] | None = None) -> ContainerRequest:
+    """What ``%post`` (or an ``%appinstall``) asks for: the sandbox, writable,
+    without the host environment, the host's name resolution."""
+    extra = tuple(f"{key}={value}" for key, value in (env or {}).items())
+    return options.request(rootfs, "exec", tuple(_interpreter(script.args)))._replace(
+        writable=True, pwd=pwd,
+        env=(f"APPTAINER_ENVIRONMENT={POST_ENVIRONMENT}", f"APPTAINER_LABELS={BUILD_LABELS}",
+             *extra),
+        bind=(*options.binds, *_host_network_binds(rootfs)))
+
+
 def run_post(script: Script, rootfs: Path, options: ContainerOptions, *, pwd: str = "/",
              env: Mapping[str, str] | None = None, what: str = "%post") -> None:
-    """``%post`` (or an ``%appinstall``) in the sandbox, writable, without
-    the host environment."""
+    """``%post`` (or an ``%appinstall``) in the sandbox: see :func:`post_request`."""
     log.info("Running post scriptlet" if what == "%post" else f"Running {what}")
     script_path = rootfs / POST_SCRIPT.lstrip("/")
     script_path.unlink(missing_ok=True)  # never write through a symlink of the image
     script_path.write_text(script.body)
     script_path.chmod(0o755)
-    extra = [f"--env={key}={value}" for key, value in (env or {}).items()]
-    argv = [*options.capsa, "exec", "--writable", "--pwd", pwd, *options.common_flags(),
-            "--env", f"APPTAINER_ENVIRONMENT={POST_ENVIRONMENT}",
-            "--env", f"APPTAINER_LABELS={BUILD_LABELS}", *extra,
-            *_host_network_binds(rootfs), str(rootfs), *_interpreter(script.args)]
     try:
-        done = options.runner.run(argv, check=False, capture=False)
+        status = options.run_container(post_request(script, rootfs, options, pwd=pwd, env=env),
+                                       options.site)
     finally:
         script_path.unlink(missing_ok=True)
-    if done.returncode != 0:
+    if status != 0:
         raise ContainerError(f"While performing build: while running {what}: exit status "
-                             f"{done.returncode}")
+                             f"{status}")
 
 
-def _host_network_binds(rootfs: Path) -> Sequence[str]:
+def _host_network_binds(rootfs: Path) -> tuple[str, ...]:
     """Host ``/etc/resolv.conf`` and ``/etc/hosts`` over the image's (regular)
     files, so %post can reach the network by name."""
-    flags: list[str] = []
+    binds: list[str] = []
     for name in ("etc/resolv.conf", "etc/hosts"):
         inside = rootfs / name
         if os.path.isfile(f"/{name}") and inside.is_file() and not inside.is_symlink():
-            flags += ["--bind", f"/{name}:/{name}"]
-    return flags
+            binds.append(f"/{name}:/{name}")
+    return tuple(binds)
+
+
+def testscript_request(rootfs: Path, options: ContainerOptions) -> ContainerRequest:
+    """What the image's ``%test`` asks for: as ``capsa test`` would run it."""
+    return options.request(rootfs, "test")._replace(writable_tmpfs=options.writable_tmpfs)
 
 
 def run_test(rootfs: Path, options: ContainerOptions) -> None:
-    """The image's ``%test``, read-only, as ``capsa test`` would run it."""
+    """The image's ``%test`` (:func:`testscript_request`)."""
     log.info("Running testscript")
-    argv = [*options.capsa, "test", *options.common_flags()]
-    if options.writable_tmpfs:
-        argv.append("--writable-tmpfs")
-    done = options.runner.run([*argv, str(rootfs)], check=False, capture=False)
-    if done.returncode != 0:
+    status = options.run_container(testscript_request(rootfs, options), options.site)
+    if status != 0:
         raise ContainerError(f"While performing build: testscript failed: exit status "
-                             f"{done.returncode}")
+                             f"{status}")

@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from capsa import APPTAINER_VERSION, __version__
-from capsa.cli import log
+from capsa.cli import environment, log
 from capsa.errors import CapsaError, UsageError
 from capsa.site import DEFAULT_SETTINGS, SiteSettings
 
@@ -180,23 +180,18 @@ class GlobalOptions:
         return min(self.levels) if self.levels else log.NORMAL
 
 
-def _flag_from_env(name: str) -> bool:
-    for prefix in ("APPTAINER_", "SINGULARITY_"):
-        value = os.environ.get(prefix + name)
-        if value is not None:
-            return value.lower() not in ("", "0", "false", "no")
-    return False
-
-
 def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
     """Consume the global flags before the command; return them and the
-    rest (command first)."""
+    rest (command first).  ``APPTAINER_DEBUG`` and friends count as flags
+    (:mod:`capsa.cli.environment`)."""
     opts = GlobalOptions()
+    if not log.enabled(log.NORMAL):
+        log.setup(log.NORMAL, colour=False)  # the variables' INFO lines; set again below
     for name, level in (("DEBUG", log.DEBUG), ("VERBOSE", log.VERBOSE),
                         ("QUIET", log.QUIET), ("SILENT", log.SILENT)):
-        if _flag_from_env(name):
+        if environment.flag(os.environ, name):
             opts.levels.append(level)
-    if _flag_from_env("NOCOLOR"):
+    if environment.flag(os.environ, "NOCOLOR"):
         opts.colour = False
     levels = {flag: level for short, long, level, _ in _GLOBAL_FLAGS for flag in (short, long)}
     rest = list(argv)
@@ -270,6 +265,7 @@ def dispatch(argv: Sequence[str], site: SiteSettings = DEFAULT_SETTINGS) -> int:
     add_global_flags(parser)
     args = parser.parse_args(rest[1:])
     apply_global_flags(args, opts)
+    environment.apply(args, name)
     args.command = name
     args.global_options = opts
     args.site = site

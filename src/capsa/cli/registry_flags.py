@@ -28,33 +28,15 @@ from capsa.errors import UsageError
 if TYPE_CHECKING:
     from capsa.registry import Credentials, RegistryOptions
 
-_PREFIXES = ("APPTAINER_", "SINGULARITY_")
-
-
-def env_value(env: Mapping[str, str], name: str) -> str | None:
-    """``APPTAINER_<name>``, else the legacy ``SINGULARITY_<name>``."""
-    for prefix in _PREFIXES:
-        value = env.get(prefix + name)
-        if value is not None:
-            return value
-    return None
-
-
-def env_flag(env: Mapping[str, str], *names: str) -> bool:
-    for name in names:
-        value = env_value(env, name)
-        if value is not None:
-            return value.strip().lower() not in ("", "0", "false", "no", "off")
-    return False
-
-
 def user_home() -> Path:
     """The home directory from the password database: clients such as
     nextflow run us with an empty environment (no ``HOME``)."""
     try:
         return Path(pwd.getpwuid(os.geteuid()).pw_dir)
     except KeyError:
-        return Path(os.environ.get("HOME", "/"))
+        from capsa.userdirs import home
+
+        return Path(home())
 
 
 def add_registry_flags(parser: argparse.ArgumentParser, *, login: bool = True) -> None:
@@ -86,13 +68,14 @@ def _prompt_credentials(username: str | None) -> Credentials:
     return Credentials(username, password)
 
 
-def explicit_credentials(args: argparse.Namespace,
-                         env: Mapping[str, str]) -> Credentials | None:
+def explicit_credentials(args: argparse.Namespace) -> Credentials | None:
+    """The credentials the flags (or the variables that stand for them:
+    ``APPTAINER_DOCKER_USERNAME``, plain ``DOCKER_USERNAME``...) give."""
     from capsa.registry import Credentials
 
-    username = getattr(args, "docker_username", None) or _unprefixed_too(env, "DOCKER_USERNAME")
-    password = getattr(args, "docker_password", None) or _unprefixed_too(env, "DOCKER_PASSWORD")
-    if getattr(args, "docker_login", False) or env_flag(env, "DOCKER_LOGIN"):
+    username = getattr(args, "docker_username", None)
+    password = getattr(args, "docker_password", None)
+    if getattr(args, "docker_login", False):
         return _prompt_credentials(username)
     if username:
         # a username alone is no credential (Apptainer wants both): anonymous
@@ -103,16 +86,10 @@ def explicit_credentials(args: argparse.Namespace,
     return None
 
 
-def _unprefixed_too(env: Mapping[str, str], name: str) -> str | None:
-    """``APPTAINER_<name>``, ``SINGULARITY_<name>``, then plain ``<name>``:
-    Apptainer reads the docker credentials without a prefix as well."""
-    value = env_value(env, name)
-    return value if value is not None else env.get(name)
-
-
 def registry_options(args: argparse.Namespace, env: Mapping[str, str] | None = None,
                      home: Path | None = None) -> RegistryOptions:
-    """The options *args* (with :func:`add_registry_flags`) and *env* ask for."""
+    """The options *args* (with :func:`add_registry_flags`) ask for; *env*
+    only locates registries.conf (``XDG_CONFIG_HOME``...)."""
     from capsa.registry import RegistryOptions
     from capsa.registry.config import default_paths
 
@@ -120,8 +97,8 @@ def registry_options(args: argparse.Namespace, env: Mapping[str, str] | None = N
     home = home or user_home()
     authfile = getattr(args, "authfile", None)
     return RegistryOptions(
-        no_https=bool(getattr(args, "no_https", False)) or env_flag(env, "NOHTTPS", "NO_HTTPS"),
-        credentials=explicit_credentials(args, env),
+        no_https=bool(getattr(args, "no_https", False)),
+        credentials=explicit_credentials(args),
         authfile=Path(authfile) if authfile else None,
         home=home,
         registries_conf=tuple(default_paths(home, env)),

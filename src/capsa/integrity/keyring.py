@@ -28,11 +28,10 @@ GLOBAL_KEYRING = Path(DEFAULT_CONFIG_DIR) / GLOBAL_NAME  # the site's, where the
 
 
 def default_keys_dir() -> Path:
-    for name in ("APPTAINER_KEYSDIR", "SINGULARITY_KEYSDIR"):
-        value = os.environ.get(name)
-        if value:
-            return Path(value)
-    return Path(os.path.expanduser("~")) / ".apptainer" / "keys"
+    """The caller's keyrings (:func:`capsa.userdirs.keys_dir`)."""
+    from capsa.userdirs import keys_dir
+
+    return Path(keys_dir())
 
 
 def read_keyring(path: str | os.PathLike[str]) -> list[PgpKey]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from capsa.errors import SignatureError, ToolError
 from capsa.integrity.pgpkeys import PgpKey
-from capsa.proc import DEFAULT_RUNNER, Runner
+from capsa.proc import DEFAULT_RUNNER, Runner, child_env
 
 # OpenPGP hash algorithm ids accepted in signatures over image metadata
 # (those of RFC 4880 that NIST still recommends, as the reference does).
@@ -96,9 +96,7 @@ class GnuPG:
 
     @staticmethod
     def _env(home: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPG")}
-        env.update(GNUPGHOME=home, LC_ALL="C", LANG="C")
-        return env
+        return child_env("GPG", GNUPGHOME=home, LC_ALL="C", LANG="C")
 
     def _gpg(self, home: str, args: Sequence[str], stdin: bytes | None = None,
              check: bool = True) -> tuple[int, bytes, bytes]:

@@ -92,6 +92,25 @@ def load_policy(site: SiteSettings = DEFAULT_SETTINGS, *,
     return policy.adding(*keyrings)
 
 
+def needs_checking(site: SiteSettings, *, user_config: str | None = None,
+                   keyrings: Sequence[str] = ()) -> bool:
+    """Is there any policy to apply (cheap: the exec path asks first)?"""
+    return bool(keyrings) or user_config is not None or os.path.lexists(
+        site.path("capsa.conf"))
+
+
+def check_image(image_path: str | os.PathLike[str], *, fd: int | None = None,
+                site: SiteSettings = DEFAULT_SETTINGS, user_config: str | None = None,
+                keyrings: Sequence[str] = ()) -> None:
+    """Refuse an image the site's policy (tightened by the user's
+    configuration and *keyrings*) does not accept; read through *fd*."""
+    if not needs_checking(site, user_config=user_config, keyrings=keyrings):
+        return
+    policy = load_policy(site, user_config=user_config, keyrings=keyrings)
+    if policy.required:
+        enforce(policy, image_path, fd=fd)
+
+
 def enforce(policy: SigningPolicy, image_path: str | os.PathLike[str], *,
             fd: int | None = None) -> None:
     """Raise SignatureError unless the image is signed by a key of every

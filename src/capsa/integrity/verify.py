@@ -354,3 +354,32 @@ def _run(ctx: _Context, task: _Task, sig: Descriptor, callback: Callback | None)
     if result.error is not None:
         raise SignatureError(f"integrity: {result.error}")
     return result
+
+
+def key_material(pem_path: str | None = None, keyring: str | None = None,
+                 global_keyring: str | None = None) -> KeyMaterial:
+    """The keys ``verify`` trusts: a PEM key, or an OpenPGP *keyring*, or
+    the site's (*global_keyring*) and the caller's keyrings."""
+    from capsa.integrity.keyring import GLOBAL_KEYRING
+    from capsa.integrity.keyring import Keyring as Keyrings
+
+    if pem_path is not None:
+        from capsa.integrity.dsse import load_public_key
+
+        return KeyMaterial(pem_keys=(load_public_key(pem_path),))
+    if keyring is not None:
+        return KeyMaterial(keyrings=(Keyring(keyring, "LOCAL"),))
+    local = Keyrings().public_path
+    site = global_keyring or str(GLOBAL_KEYRING)
+    return KeyMaterial(keyrings=(Keyring(site, "GLOBAL"), Keyring(str(local), "LOCAL")))
+
+
+def verify_with(image: str, *, key: str | None = None, keyring: str | None = None,
+                global_keyring: str | None = None, legacy: bool = False
+                ) -> list[VerifyResult]:
+    """Every signature of *image* checked with :func:`key_material`'s keys;
+    :class:`~capsa.errors.SignatureError` if one does not hold."""
+    found: list[VerifyResult] = []
+    verify_image(image, key_material(key, keyring, global_keyring), legacy=legacy,
+                 callback=found.append)
+    return found

@@ -1,6 +1,6 @@
 """What every OCI source needs besides its name and destination.
 
-It lives here, below :mod:`capsa.pull`, so that the sources (``oras`` among
+It lives here, below :mod:`capsa.pulling`, so that the sources (``oras`` among
 them) can take it without importing the stage that orchestrates them.
 """
 

@@ -64,6 +64,7 @@ challenges and tokens), ``credentials`` (auth files), ``config``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,37 @@ class RegistryOptions:
 
     def credential_store(self) -> CredentialStore:
         return CredentialStore(self.credentials, self.authfile, self.home)
+
+
+def registry_options(*, no_https: bool = False, username: str | None = None,
+                     password: str | None = None, authfile: str | None = None,
+                     home: Path | None = None,
+                     environ: Mapping[str, str] | None = None) -> RegistryOptions:
+    """The options a caller asks for: a username and password are a
+    credential together (a username alone is anonymous, as in Apptainer);
+    *environ* locates registries.conf (``CONTAINERS_REGISTRIES_CONF``)."""
+    import os
+    import pwd
+
+    from capsa.errors import UsageError
+    from capsa.registry.config import default_paths
+
+    if password and not username:
+        raise UsageError("a docker password was given without a username "
+                         "(set APPTAINER_DOCKER_USERNAME too)")
+    if home is None:
+        try:
+            home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
+        except KeyError:
+            from capsa.userdirs import home as env_home
+
+            home = Path(env_home(environ))
+    credentials = Credentials(username, password) if username and password is not None \
+        else None
+    return RegistryOptions(no_https=no_https, credentials=credentials,
+                           authfile=Path(authfile) if authfile else None, home=home,
+                           registries_conf=tuple(default_paths(
+                               home, os.environ if environ is None else environ)))
 
 
 def open_client(options: RegistryOptions, transport: Transport | None = None) -> RegistryClient:

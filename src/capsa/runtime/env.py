@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from capsa import report
 from capsa.errors import NotFoundError, UsageError
-from capsa.runtime.spec import DEFAULT_PATH, LIBS_DIR
+from capsa.runtime.spec import DEFAULT_PATH, LIBS_DIR, ContainerSpec
 
 log = report.getLogger("capsa.runtime.env")
 
@@ -116,6 +116,18 @@ def base_env(host: Mapping[str, str], *, home: str, image_ref: str, action: str,
             env[prefix + "BIND"] = binds
         if app:
             env[prefix + "APPNAME"] = app
+    return env
+
+
+def container_env(spec: ContainerSpec, cwd: str) -> dict[str, str]:
+    """:func:`base_env` for *spec*, running in *cwd* inside (``PWD`` is the
+    container's working directory, never the host's), with its GPU's variables."""
+    env = base_env(dict(spec.environment.host), home=spec.mounts.home_dest,
+                   image_ref=spec.environment.image_ref, action=spec.process.action,
+                   binds=",".join(b.dest for b in spec.mounts.binds), app=spec.process.app)
+    env["PWD"] = cwd
+    if spec.gpu is not None:
+        env.update(spec.gpu.env)
     return env
 
 

@@ -69,23 +69,15 @@ def user_name(uid: int) -> str:
 
 
 def config_dir(user: str | None = None) -> str:
-    """``~/.apptainer`` (or ``$APPTAINER_CONFIGDIR``) of *user* or the caller."""
+    """``~/.apptainer`` of *user*, or the caller's (:func:`capsa.userdirs.config_dir`)."""
     if user:
         try:
             return os.path.join(pwd.getpwnam(user).pw_dir, ".apptainer")
         except KeyError as err:
             raise NotFoundError(f"user {user} not found") from err
-    for name in ("APPTAINER_CONFIGDIR", "SINGULARITY_CONFIGDIR"):
-        value = os.environ.get(name)
-        if value:
-            return os.path.abspath(value)
-    home = os.environ.get("HOME")
-    if not home:
-        try:
-            home = pwd.getpwuid(os.getuid()).pw_dir
-        except KeyError:
-            home = "/"
-    return os.path.join(home, ".apptainer")
+    from capsa.userdirs import config_dir as callers
+
+    return callers()
 
 
 def _base(kind: str, user: str | None) -> str:

@@ -28,10 +28,10 @@ import os
 import re
 import signal
 import sys
-from typing import NoReturn
+from collections.abc import Callable
 
-from capsa import linux, report
-from capsa.errors import ContainerError
+from capsa import children, linux, report
+from capsa.errors import ContainerError, UsageError
 from capsa.runtime import env as envmod
 from capsa.runtime.instance import (
     Instance,
@@ -42,18 +42,10 @@ from capsa.runtime.instance import (
     user_name,
     write_state,
 )
-from capsa.runtime.launcher import (
-    _FORWARDED,
-    _exec,
-    _monitor,
-    enter_tree,
-    fork_container,
-    launch,
-    run_in_fork,
-    spawn_command,
-)
+from capsa.runtime.launcher import _exec, enter_tree, fork_container, launch, spawn_command
 from capsa.runtime.mounts import resolve_in_root
 from capsa.runtime.proctitle import INIT, INSTANCE_COMM, instance_title, set_title
+from capsa.runtime.request import ContainerRequest, Host
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import Plan, Tree
 
@@ -71,13 +63,37 @@ _MAX_REASON = 64 << 10
 
 # -- start (the command) --------------------------------------------------------
 
+def start_request(request: ContainerRequest, name: str, host: Host,
+                  check: Callable[[ContainerSpec], None] | None = None) -> int:
+    """Start instance *name* as *request* says: ``action="start"`` runs the
+    image's startscript with the request's args, ``"run"`` its runscript;
+    *check* sees the spec first (a signing policy); the instance's PID 1."""
+    from capsa.runtime.instance import check_name, list_instances
+    from capsa.runtime.request import container_spec, expand
+
+    check_name(name)
+    if list_instances(name):
+        raise ContainerError(f"instance {name} already exists")
+    startscript = request.action == "start"
+    if request.action not in ("start", "run"):
+        raise UsageError(f"an instance starts or runs, it cannot {request.action!r}")
+    # an instance always has its own PID namespace, with an init as PID 1
+    request = expand(request)._replace(
+        action="exec" if startscript else "run", pid=True, no_init=False, compat=False,
+        containall=False, args=(STARTSCRIPT, *request.args) if startscript else request.args)
+    spec = container_spec(request, host)
+    if check is not None:
+        check(spec)
+    return start_instance(spec, name, startscript=startscript)
+
+
 def start_instance(spec: ContainerSpec, name: str, *, startscript: bool,
                    cleanup: tuple[str, ...] = ()) -> int:
     """Fork the detached monitor of instance *name*; once it runs, return
     its PID 1 (the instance may already have ended: its startscript failed).
 
     With *startscript* the container runs the image's startscript (its
-    arguments are ``spec.argv``), else the action of *spec* (``run``).
+    arguments are ``spec.process.argv``), else the action of *spec* (``run``).
     *cleanup* names files the monitor removes when the instance ends.
     """
     err_path, out_path = log_paths(name)
@@ -89,17 +105,18 @@ def start_instance(spec: ContainerSpec, name: str, *, startscript: bool,
                              f"{os.path.dirname(err_path)}: {err.strerror}") from err
     offset = _size(err_path)
     read_end, write_end = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the monitor
+
+    def monitor() -> int:
         os.close(read_end)
-        _monitor_main(spec, template, startscript, write_end, cleanup)
+        return _monitor_main(spec, template, startscript, write_end, cleanup)
+
+    # detached: it outlives this command, for the instance's life
+    child = children.fork(monitor, die_with_parent=False)
     os.close(write_end)
     message = _read_all(read_end)
     if message.startswith(b"ok "):
         return int(message[3:])
-    os.waitpid(pid, 0)  # it has failed: let it finish cleaning up first
+    child.wait()  # it has failed: let it finish cleaning up first
     raise ContainerError(_failure_reason(err_path, offset))
 
 
@@ -141,9 +158,8 @@ def _failure_reason(err_path: str, offset: int) -> str:
 # -- the monitor ----------------------------------------------------------------
 
 def _monitor_main(spec: ContainerSpec, template: Instance, startscript: bool, notify: int,
-                  cleanup: tuple[str, ...]) -> None:
-    """The detached monitor's whole life (never returns)."""
-    code = 255
+                  cleanup: tuple[str, ...]) -> int:
+    """The detached monitor's whole life: the instance's exit status."""
     state: list[Instance] = []
     try:
         _detach(template.log_err, template.log_out)
@@ -151,19 +167,12 @@ def _monitor_main(spec: ContainerSpec, template: Instance, startscript: bool, no
         def runner(spec: ContainerSpec, plan: Plan) -> int:
             return _run_instance(spec, plan, template, startscript, notify, state)
 
-        code = launch(spec, runner)
-    except ContainerError as err:
-        log.critical("%s", err)
-    except BaseException as err:
-        log.critical("instance setup failed: %s", err)
+        return launch(spec, runner)
     finally:
         for instance in state:
             remove_state(instance)
         for path in cleanup:
             _unlink(path)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def _unlink(path: str) -> None:
@@ -199,27 +208,27 @@ def _run_instance(spec: ContainerSpec, plan: Plan, template: Instance, startscri
     except OSError as err:
         raise ContainerError(f"could not create a PID namespace: {err.strerror}") from err
     ready_read, ready_write = os.pipe()
-    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = fork_container(spec)
-    if pid == 0:  # pragma: no cover - the container's PID 1
+
+    def pid1() -> int:
         os.close(ready_read)
         os.close(notify)
-        _container(spec, plan, ready_write)
+        return _container(spec, plan, ready_write)
+
+    children.block_forwarded()
+    child = fork_container(spec, pid1)
     os.close(ready_write)
     set_title(instance_title(template.user, template.name), INSTANCE_COMM)
     if not _read_all(ready_read):
-        return _monitor(pid) or 255  # it failed; the reason is in the log
+        return children.monitor(child) or 255  # it failed; the reason is in the log
     started = process_start_time(os.getpid())
-    instance = template._replace(pid=pid, ppid=os.getpid(),
+    instance = template._replace(pid=child.pid, ppid=os.getpid(),
                                  start_time=-1 if started is None else started,
                                  session=os.path.dirname(plan.root))
     write_state(instance)
     state.append(instance)
-    os.write(notify, b"ok %d" % pid)
+    os.write(notify, b"ok %d" % child.pid)
     os.close(notify)
-    return _monitor(pid)
+    return children.monitor(child)
 
 
 def _instance_plan(plan: Plan, startscript: bool) -> Plan:
@@ -244,73 +253,46 @@ def _template(spec: ContainerSpec, name: str, logs: tuple[str, str]) -> Instance
     """The instance's record, less its processes: computed here, before any
     namespace (``--hostname`` and ``--fakeroot`` would change host and user)."""
     return Instance(name=name, pid=0, ppid=0, image=spec.image.path,
-                    user=user_name(os.getuid()), userns=os.geteuid() != 0 or spec.fakeroot,
+                    user=user_name(os.getuid()), userns=os.geteuid() != 0 or spec.userns.fakeroot,
                     log_err=logs[0], log_out=logs[1], path=state_path(name), start_time=-1,
                     cgroup=spec.limits is not None)
 
 
 # -- the container's PID 1 ------------------------------------------------------
 
-def _container(spec: ContainerSpec, plan: Plan, ready: int) -> NoReturn:
+def _container(spec: ContainerSpec, plan: Plan, ready: int) -> int:
     """Pivot into the tree, start the command, say ready, then be init."""
-
-    def body() -> int:
-        enter_tree(plan)
-        main = spawn_command(spec, plan) if plan.argv else 0
-        set_title(INIT, INIT)  # before saying ready: a joining `ps` sees appinit
-        os.write(ready, b"1")
-        os.close(ready)
-        return _init(main)
-
-    run_in_fork(body)
+    enter_tree(plan)
+    main = spawn_command(spec, plan) if plan.argv else None
+    set_title(INIT, INIT)  # before saying ready: a joining `ps` sees appinit
+    os.write(ready, b"1")
+    os.close(ready)
+    return _init(main)
 
 
-def _init(main: int) -> int:
+def _init(main: children.Child | None) -> int:
     """Reap everything; forward signals to *main* while it runs; end when it
     fails, or on a stop signal once it is gone: that signal then goes to
     every process left (daemons the startscript started), and PID 1 ends
     when they have."""
     stopping = False
     while True:
-        signum = signal.sigwaitinfo(_FORWARDED).si_signo
+        signum = signal.sigwaitinfo(children.FORWARDED).si_signo
         if signum == signal.SIGCHLD:
-            status, others = _reap(main)
+            status, others = children.reap(main.pid if main else 0)
             if status is not None:
-                main = 0
+                main = None
                 if status != 0:
                     return status
             if stopping and not others:
                 return 0
-        elif main:
-            _signal(main, signum)
+        elif main is not None:
+            main.signal(signum)
         elif signum in _STOPPING:
             stopping = True
-            _signal(-1, signum)  # from PID 1: everyone else in the namespace
-            if not _reap(0)[1]:
+            children.signal_pid(-1, signum)  # from PID 1: everyone else in the namespace
+            if not children.reap(0)[1]:
                 return 0
-
-
-def _reap(main: int) -> tuple[int | None, bool]:
-    """Collect every finished child: the status of *main* if it was one, and
-    whether any child is left."""
-    status = None
-    while True:
-        try:
-            pid, raw = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return status, False
-        if pid == 0:
-            return status, True
-        if pid == main:
-            code = os.waitstatus_to_exitcode(raw)
-            status = 128 - code if code < 0 else code
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        return
 
 
 # -- joining --------------------------------------------------------------------
@@ -332,13 +314,8 @@ def join_instance(spec: ContainerSpec, instance: Instance) -> int:
         for fd, _kind in fds:
             os.close(fd)
     plan = _join_plan(spec)
-    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the command, inside
-        _joined(spec, plan)
-    return _monitor(pid)
+    children.block_forwarded()
+    return children.monitor(children.fork(lambda: _joined(spec, plan)))
 
 
 def _namespace_fds(pid: int) -> list[tuple[int, int]]:
@@ -365,30 +342,17 @@ def _join_plan(spec: ContainerSpec) -> Plan:
     has_shell = os.access(resolve_in_root("/", "/bin/sh"), os.X_OK)
     argv = tree._action_argv(has_shell)
     cwd = tree._working_dir()
-    env = envmod.base_env(dict(spec.host_env), home=spec.home_dest, image_ref=spec.image_ref,
-                          action=spec.action, binds=",".join(b.dest for b in spec.binds),
-                          app=spec.app)
-    env["PWD"] = cwd
-    if spec.gpu is not None:
-        env.update(spec.gpu.env)
-    scripts = envmod.env_script_paths("", spec.app)
+    env = envmod.container_env(spec, cwd)
+    scripts = envmod.env_script_paths("", spec.process.app)
     return Plan("/", cwd, argv, env, has_shell, scripts, False)
 
 
-def _joined(spec: ContainerSpec, plan: Plan) -> None:
-    """In the fork, inside the instance's PID namespace: exec (never returns)."""
-    try:
-        linux.set_parent_death_signal(signal.SIGKILL)
-        os.chdir(plan.cwd)
-        linux.set_no_new_privs()
-        _exec(spec, plan)
-    except ContainerError as err:
-        log.critical("%s", err)
-    except BaseException as err:
-        log.critical("could not run in the instance: %s", err)
-    finally:
-        sys.stderr.flush()
-        os._exit(255)
+def _joined(spec: ContainerSpec, plan: Plan) -> int:
+    """In the fork, inside the instance's PID namespace: exec."""
+    os.chdir(plan.cwd)
+    linux.set_no_new_privs()
+    _exec(spec, plan)
+    return 255  # not reached: _exec replaces the process or raises
 
 
 __all__ = ["join_instance", "start_instance"]

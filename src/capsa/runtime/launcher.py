@@ -22,12 +22,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from capsa import linux, report, userns
+from capsa import children, linux, report, userns
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
-from capsa.runtime.mounts import Session, find_program, session_tmpdir
+from capsa.runtime.mounts import Session, find_program
 from capsa.runtime.spec import DEFAULT_PATH, ContainerSpec
 from capsa.runtime.tree import NoTestScript, Plan, Tree
 
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 
 log = report.getLogger("capsa.runtime.launcher")
 
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-              signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGCHLD)
-_SI_KERNEL = 0x80
 
 
 def fuse_usable() -> bool:
@@ -55,12 +52,12 @@ def launch(spec: ContainerSpec,
     *runner* replaces the default process start once the tree is built
     (instances start their own way, see :mod:`capsa.runtime.instance_process`)."""
     rootless = not host_root(spec)
-    session = Session(session_tmpdir(), rootless=rootless)
+    session = Session(spec.mounts.tmpdir, rootless=rootless)
     try:
         extract = _must_extract(spec, rootless)
         # Extracted on the host, unless the namespace maps the image's owners
         # (subordinate ids): unsquashfs then keeps them, as root inside.
-        owners_mapped = spec.idmap is not None and spec.idmap.wide
+        owners_mapped = spec.userns.idmap is not None and spec.userns.idmap.wide
         lower = session.extract(spec.image) if extract and not owners_mapped else None
         _enter_namespaces(spec)
         linux.make_private("/")
@@ -68,7 +65,7 @@ def launch(spec: ContainerSpec,
         if extract and lower is None:
             lower = session.extract(spec.image)
         lower = _mount_image(session, spec, lower, rootless)
-        if session.fuse_pid:
+        if session.fuse is not None:
             session.prefetch(lower, _first_programs(spec))
         tree = Tree(session, spec)
         tree.plan(lower)
@@ -91,8 +88,8 @@ def _first_programs(spec: ContainerSpec) -> list[str]:
     """What the container execs first: its shell (which sources the env
     scripts) and, for ``exec``, the command as found on the default PATH."""
     programs = ["/bin/sh"]
-    if spec.action == "exec" and spec.argv:
-        command = spec.argv[0]
+    if spec.process.action == "exec" and spec.process.argv:
+        command = spec.process.argv[0]
         if command.startswith("/"):
             programs.append(command)
         elif "/" not in command:
@@ -105,14 +102,14 @@ def _must_extract(spec: ContainerSpec, rootless: bool) -> bool:
     an ext3 image (Singularity 2.x) needs root's loop device."""
     image = spec.image
     if image.kind == "ext3":
-        if rootless or not spec.use_fuse or not os.path.exists("/dev/loop-control"):
+        if rootless or not spec.mounts.use_fuse or not os.path.exists("/dev/loop-control"):
             from capsa.runtime.image import ext3_unmountable
 
             raise ext3_unmountable(image.path)
         return False
     if image.kind != "squashfs":
         return False
-    if not spec.use_fuse or (rootless and not fuse_usable()):
+    if not spec.mounts.use_fuse or (rootless and not fuse_usable()):
         return True
     return not rootless and not os.path.exists("/dev/loop-control")
 
@@ -121,27 +118,27 @@ def host_root(spec: ContainerSpec) -> bool:
     """Real root on the host, with no user namespace to make: only then do
     loop devices and the kernel's squashfs work (root of a user namespace,
     as in an unprivileged build, mounts as a user does)."""
-    return spec.idmap is None and os.geteuid() == 0 and userns.in_initial_namespace()
+    return spec.userns.idmap is None and os.geteuid() == 0 and userns.in_initial_namespace()
 
 
 def _enter_namespaces(spec: ContainerSpec) -> None:
     flags = linux.CLONE_NEWNS
-    if spec.ipc_ns:
+    if spec.namespaces.ipc:
         flags |= linux.CLONE_NEWIPC
-    if spec.hostname:
+    if spec.namespaces.hostname:
         flags |= linux.CLONE_NEWUTS
-    if spec.net_ns:
+    if spec.namespaces.net:
         flags |= linux.CLONE_NEWNET
     try:
-        if spec.idmap is not None:
-            userns.enter(spec.idmap, flags)
-            if spec.idmap.wide:
+        if spec.userns.idmap is not None:
+            userns.enter(spec.userns.idmap, flags)
+            if spec.userns.idmap.wide:
                 os.setgroups([])  # no unmapped host groups (they show as nogroup)
         else:
             linux.unshare(flags)
-        if spec.hostname:
-            linux.sethostname(spec.hostname)
-        if spec.net_ns:
+        if spec.namespaces.hostname:
+            linux.sethostname(spec.namespaces.hostname)
+        if spec.namespaces.net:
             linux.loopback_up()
     except OSError as err:
         raise ContainerError(f"could not create the container namespaces: {err.strerror}; "
@@ -163,7 +160,8 @@ def _mount_image(session: Session, spec: ContainerSpec, extracted: str | None,
                                  f"{err.strerror}") from err
     # Ids as seen in the namespace entered above; several mapped users
     # (subordinate ids) may all read the image.
-    wide = spec.idmap.wide if spec.idmap is not None else userns.current_map() is not None
+    idmap = spec.userns.idmap
+    wide = idmap.wide if idmap is not None else userns.current_map() is not None
     try:
         return session.mount_squashfuse(image, os.geteuid(), os.getegid(), allow_other=wide)
     except OSError as err:
@@ -172,21 +170,21 @@ def _mount_image(session: Session, spec: ContainerSpec, extracted: str | None,
 
 
 def _mount_root(session: Session, spec: ContainerSpec, lower: str, tree: Tree) -> str:
-    if spec.writable:
+    if spec.mounts.writable:
         if spec.image.kind != "dir" and not session.extracted:
             raise ContainerError("--writable needs a sandbox directory image; "
                                  "SIF images are read-only (use --writable-tmpfs)")
         return session.bind_root(lower, readonly=False)
-    writable = next((o for o in reversed(spec.overlays) if not o.readonly), None)
+    writable = next((o for o in reversed(spec.mounts.overlays) if not o.readonly), None)
     upper = session.sub("upper") if writable is None else writable.path + "/upper"
     os.makedirs(upper, exist_ok=True)
     tree.precreate(lower, upper)
     try:
-        if not spec.use_overlay:
+        if not spec.mounts.use_overlay:
             raise ContainerError("overlay disabled by the site's settings")
-        return session.mount_overlay(lower, spec.overlays, writable)
+        return session.mount_overlay(lower, spec.mounts.overlays, writable)
     except ContainerError as err:
-        if spec.overlays or spec.writable_tmpfs:
+        if spec.mounts.overlays or spec.mounts.writable_tmpfs:
             raise
         # No overlayfs here (old kernel, odd lower filesystem): run on the
         # image itself, read-only; mount points it lacks are skipped.
@@ -198,103 +196,39 @@ def _mount_root(session: Session, spec: ContainerSpec, lower: str, tree: Tree) -
 # --- processes --------------------------------------------------------------
 
 def _run(spec: ContainerSpec, plan: Plan) -> int:
-    if spec.pid_ns:
+    if spec.namespaces.pid:
         try:
             linux.unshare(linux.CLONE_NEWPID)
         except OSError as err:
             raise ContainerError(f"could not create a PID namespace: {err.strerror}") from err
-    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = fork_container(spec)
-    if pid == 0:  # pragma: no cover - the container process
-        _container(spec, plan)
-    return _monitor(pid)
+    children.block_forwarded()
+    return children.monitor(fork_container(spec, lambda: _container(spec, plan)))
 
 
-def fork_container(spec: ContainerSpec) -> int:
+def fork_container(spec: ContainerSpec, body: Callable[[], int]) -> children.Child:
     """Fork the container's first process, in the container's cgroup when
     there are resource limits (the monitor itself stays out of it)."""
     if spec.limits is None:
-        return os.fork()
+        return children.fork(body)
     from capsa.runtime import cgroups
 
     home = cgroups.enter(spec.limits)
     try:
-        pid = os.fork()
-    except BaseException:
-        cgroups.leave(home)
-        raise
-    if pid:
-        cgroups.leave(home)
-    return pid
-
-
-def _monitor(child: int) -> int:
-    """Wait for *child*, forwarding signals sent to us; its status as ours."""
-    while True:
-        info = signal.sigwaitinfo(_FORWARDED)
-        if info.si_signo != signal.SIGCHLD:
-            if info.si_code != _SI_KERNEL:  # the terminal signals the group itself
-                _kill(child, info.si_signo)
-            continue
-        status = _reap(child)
-        if status is not None:
-            return status
-
-
-def _reap(child: int) -> int | None:
-    """Collect finished children; the exit status of *child* once it is done."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 255
-        if pid == 0:
-            return None
-        if pid == child:
-            if os.WIFSIGNALED(status):
-                return 128 + os.WTERMSIG(status)
-            return os.WEXITSTATUS(status)
-
-
-def _kill(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        return
-
-
-def run_in_fork(body: Callable[[], int]) -> NoReturn:
-    """End a forked container process with *body*'s status; a setup failure
-    becomes one FATAL line and status 255.  Never returns to the caller's
-    stack (the parent's cleanup must not run twice)."""
-    code = 255
-    try:
-        code = body()
-    except ContainerError as err:
-        log.critical("%s", err)
-    except BaseException as err:
-        log.critical("container setup failed: %s", err)
+        return children.fork(body)
     finally:
-        sys.stderr.flush()
-        os._exit(code)
+        cgroups.leave(home)
 
 
-def _container(spec: ContainerSpec, plan: Plan) -> NoReturn:
+def _container(spec: ContainerSpec, plan: Plan) -> int:
     """In the fork: private mounts, pivot, then exec (or be init)."""
-
-    def body() -> int:
-        init = spec.pid_ns and not spec.no_init
-        if init:  # imported here: the host's modules are out of reach after the pivot
-            import capsa.runtime.proctitle  # noqa: F401
-        enter_tree(plan)
-        if init:
-            return _init(spec, plan)
-        _exec(spec, plan)
-        return 255  # not reached: _exec replaces the process or raises
-
-    run_in_fork(body)
+    init = spec.namespaces.pid and not spec.process.no_init
+    if init:  # imported here: the host's modules are out of reach after the pivot
+        import capsa.runtime.proctitle  # noqa: F401
+    enter_tree(plan)
+    if init:
+        return _init(spec, plan)
+    _exec(spec, plan)
+    return 255  # not reached: _exec replaces the process or raises
 
 
 def enter_tree(plan: Plan) -> None:
@@ -318,29 +252,25 @@ def _init(spec: ContainerSpec, plan: Plan) -> int:
     from capsa.runtime.proctitle import INIT, set_title
 
     set_title(INIT, INIT)
-    return _monitor(command)
+    return children.monitor(command)
 
 
-def spawn_command(spec: ContainerSpec, plan: Plan) -> int:
-    """Fork a child that execs the container's command; its PID."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the container's command
-        try:
-            _exec(spec, plan)
-        except BaseException as err:
-            log.critical("%s", err)
-        finally:
-            sys.stderr.flush()
-            os._exit(255)
-    return pid
+def spawn_command(spec: ContainerSpec, plan: Plan) -> children.Child:
+    """A child that execs the container's command."""
+
+    def body() -> int:
+        _exec(spec, plan)
+        return 255  # not reached: _exec replaces the process or raises
+
+    return children.fork(body, die_with_parent=False)  # PID 1 gone: the kernel ends it
 
 
 def _exec(spec: ContainerSpec, plan: Plan) -> None:
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    forced = dict(spec.env)
+    children.unblock_all()
+    forced = dict(spec.environment.forced)
     evaluate = forced.get("APPTAINER_NO_EVAL") != "1"
     if plan.has_shell:
-        action = _shell_action(spec.action)
+        action = _shell_action(spec.process.action)
         script = envmod.shell_script(plan.scripts, forced, action, evaluate=evaluate)
         argv = ["/bin/sh", "-c", script, plan.argv[0], *plan.argv[1:]]
         if plan.wrapper:  # fakeroot(1): it starts its daemon, then runs the shell

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from collections.abc import Iterator
 
-from capsa import linux, report, tempdirs
+from capsa import children, linux, report, tempdirs
 from capsa.errors import ContainerError, EnvironmentFailure
 from capsa.runtime.spec import ImageSpec, OverlaySpec
 
@@ -57,9 +56,9 @@ def resolve_in_root(root: str, path: str) -> str:
 def session_tmpdir() -> str:
     """Where a session keeps its scratch (:func:`capsa.scratch.scratch_dir`;
     a variable naming no directory is passed over)."""
-    from capsa.scratch import scratch_dir
+    from capsa.userdirs import scratch
 
-    return scratch_dir(os.environ, existing_only=True)
+    return scratch(existing_only=True)
 
 
 class Session:
@@ -73,8 +72,8 @@ class Session:
         self.path, self._lock = tempdirs.make_dir(tmpdir, "capsa-session-")
         self._sandbox_lock = -1
         self.tmpdir = tmpdir
-        self.fuse_pid = 0
-        self.prefetch_pid = 0
+        self.fuse: children.Child | None = None      # squashfuse_ll serving the image
+        self.prefetcher: children.Child | None = None
         self.extracted: str | None = None
         self.mounted = False
 
@@ -121,7 +120,7 @@ class Session:
                 # whatever the image's name points to by now.
                 argv = [program, "-f", "-o", f"offset={image.offset}", f"/dev/fd/{image_fd}",
                         f"/dev/fd/{fuse_fd}"]
-                self.fuse_pid = _spawn_daemon(argv, (fuse_fd, image_fd))
+                self.fuse = children.spawn(argv, keep_fds=(fuse_fd, image_fd))
         finally:
             os.close(fuse_fd)
         try:
@@ -195,28 +194,28 @@ class Session:
                 files.append(inside)
         if not files:
             return
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            try:
-                linux.set_parent_death_signal(signal.SIGKILL)
-                for inside in files:
-                    _read_through(lower + inside)
-            finally:
-                os._exit(0)
-        self.prefetch_pid = pid
+        def read() -> int:
+            for inside in files:
+                _read_through(lower + inside)
+            return 0
+
+        self.prefetcher = children.fork(read)
 
     # -- teardown ----------------------------------------------------------
     def close(self) -> None:
         """Unmount, stop squashfuse, remove what we created; never raises."""
-        if self.prefetch_pid:
-            _stop(self.prefetch_pid)
-            self.prefetch_pid = 0
+        # SIGKILL: they only read a read-only image nothing uses any more (and
+        # squashfuse would try a slow unmount through fusermount3, which
+        # cannot work in a user namespace).
+        if self.prefetcher is not None:
+            self.prefetcher.stop()
+            self.prefetcher = None
         if self.mounted:
             _quietly(linux.umount, self.path, linux.MNT_DETACH)
             self.mounted = False
-        if self.fuse_pid:
-            _stop(self.fuse_pid)
-            self.fuse_pid = 0
+        if self.fuse is not None:
+            self.fuse.stop()
+            self.fuse = None
         _quietly(os.rmdir, self.path)
         if self.extracted:
             tempdirs.remove_tree(self.extracted)
@@ -255,24 +254,6 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _spawn_daemon(argv: list[str], keep_fds: tuple[int, ...]) -> int:
-    """Start the FUSE server; it dies with us (PDEATHSIG) if we are killed."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            linux.set_parent_death_signal(signal.SIGKILL)
-            for fd in keep_fds:
-                os.set_inheritable(fd, True)
-            null = os.open("/dev/null", os.O_RDWR)
-            os.dup2(null, 0)
-            os.dup2(null, 1)
-            os.execv(argv[0], argv)
-        finally:
-            os._exit(127)
-    return pid
-
-
 _PREFETCH_LIMIT = 32 << 20  # a program's first pages, not a whole huge file
 
 
@@ -292,27 +273,6 @@ def _read_through(path: str) -> None:
         return
     finally:
         os.close(fd)
-
-
-def _stop(pid: int) -> None:
-    """Stop and reap our child *pid* (the FUSE server, the prefetch reader).
-
-    Once the monitor's reaping loop has collected it, its pid may belong to
-    another process: never signal it then.  The FUSE server only serves a
-    read-only image that nothing uses any more, so SIGKILL loses nothing and
-    avoids its slow unmount attempt (fusermount3, which cannot work in a user
-    namespace)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return
-    if done:
-        return
-    _quietly(os.kill, pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        return
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The frozen values that flow from the CLI into the launcher.
+"""The frozen values that flow from a request into the launcher.
 
 They are ``NamedTuple``s rather than dataclasses: equally immutable and
 typed, but ``dataclasses`` (with ``inspect``) would add about 5 ms to every
@@ -51,7 +51,8 @@ class OverlaySpec(NamedTuple):
 
 
 class Identity(NamedTuple):
-    """Who runs inside: ids and the passwd entry of the caller."""
+    """Who runs inside: ids and the passwd entry of the caller (uid 0 with
+    ``--fakeroot``)."""
 
     uid: int
     gid: int
@@ -62,43 +63,77 @@ class Identity(NamedTuple):
     shell: str
 
 
-class ContainerSpec(NamedTuple):
-    """Everything the launcher needs; built and validated by the CLI."""
+class UserNamespace(NamedTuple):
+    """How this process gets the identity: the user namespace to create
+    (None: none, as host root or when it already is root of one), and
+    fakeroot(1) to run the command under in a root-mapped namespace, with
+    the database it loads and saves (a build's)."""
 
-    image: ImageSpec
-    image_ref: str
+    fakeroot: bool = False
+    idmap: IdMap | None = None
+    tool: FakerootTool | None = None
+    state: str | None = None
+
+
+class ProcessSpec(NamedTuple):
+    """What runs: the action (``exec``, ``run``, ``shell``, ``test``,
+    ``start``) and its arguments, where, and as which app or shell."""
+
     action: str
     argv: tuple[str, ...]
-    identity: Identity
-    cwd: str
+    cwd: str                    # the caller's working directory (bound in, unless contained)
+    pwd: str | None = None      # --pwd: the working directory inside
+    app: str | None = None
+    shell: str | None = None
+    no_init: bool = False       # no init as PID 1 of a PID namespace
+
+
+class MountSpec(NamedTuple):
+    """What the container's tree holds besides the image."""
+
     home_source: str
     home_dest: str
     binds: tuple[BindSpec, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    host_env: tuple[tuple[str, str], ...] = ()
-    pwd: str | None = None
-    hostname: str | None = None
-    app: str | None = None
-    shell: str | None = None
     overlays: tuple[OverlaySpec, ...] = ()
-    workdir: str | None = None
     scratch: tuple[str, ...] = ()
+    workdir: str | None = None
     no_mount: frozenset[str] = frozenset()
     contain: bool = False
-    pid_ns: bool = False
-    ipc_ns: bool = False
-    net_ns: bool = False
-    no_init: bool = False
     writable: bool = False
     writable_tmpfs: bool = False
-    fakeroot: bool = False
-    use_fuse: bool = True
+    use_fuse: bool = True       # mount the image (FUSE, loop device); False: extract it
+    use_overlay: bool = True    # lay a kernel overlay over the image
+    tmpdir: str = "/tmp"        # where the session directory goes
+
+
+class EnvironmentSpec(NamedTuple):
+    """The container's environment: host variables passed on, variables
+    forced in (``--env``, ``APPTAINERENV_*``), and the image as named."""
+
+    image_ref: str
+    forced: tuple[tuple[str, str], ...] = ()
+    host: tuple[tuple[str, str], ...] = ()
+
+
+class NamespaceSpec(NamedTuple):
+    """The namespaces besides user and mount."""
+
+    pid: bool = False
+    ipc: bool = False
+    net: bool = False
+    hostname: str | None = None  # a UTS namespace with this name
+
+
+class ContainerSpec(NamedTuple):
+    """Everything the launcher needs, in parts; made from a request by
+    :func:`capsa.runtime.request.container_spec`."""
+
+    image: ImageSpec
+    process: ProcessSpec
+    mounts: MountSpec
+    environment: EnvironmentSpec
+    identity: Identity
+    userns: UserNamespace = UserNamespace()
+    namespaces: NamespaceSpec = NamespaceSpec()
     gpu: GpuPlan | None = None
-    use_overlay: bool = True
     limits: Limits | None = None  # --cpus, --memory...: the container's cgroup
-    # The user namespace to create (None: none, as host root or when this
-    # process already is root of one); fakeroot(1) to run the command under
-    # in a root-mapped namespace, and the database it loads and saves.
-    idmap: IdMap | None = None
-    fakeroot_tool: FakerootTool | None = None
-    fakeroot_state: str | None = None

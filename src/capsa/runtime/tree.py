@@ -83,64 +83,64 @@ class Tree:
 
     def plan(self, lower: str) -> None:
         spec = self.spec
-        if "proc" not in spec.no_mount:
-            if spec.pid_ns:
+        if "proc" not in spec.mounts.no_mount:
+            if spec.namespaces.pid:
                 self.mounts.append(Mount("dir", "", "/proc"))
             else:
                 self.add("/proc", "/proc")
-        if "sys" not in spec.no_mount:
-            if spec.net_ns:  # sysfs shows the network of whoever mounts it
+        if "sys" not in spec.mounts.no_mount:
+            if spec.namespaces.net:  # sysfs shows the network of whoever mounts it
                 self.mounts.append(Mount("sysfs", "", "/sys"))
             else:
                 self.add("/sys", "/sys")
-        if "dev" not in spec.no_mount:
-            if spec.contain:
+        if "dev" not in spec.mounts.no_mount:
+            if spec.mounts.contain:
                 self.mounts.append(Mount("dev", "", "/dev"))
             else:
                 self.add("/dev", "/dev")
         self._plan_home()
         self._plan_system_files()
         self._plan_scratch()
-        for bind in spec.binds:
+        for bind in spec.mounts.binds:
             self.add(bind.source, bind.dest, readonly=bind.readonly)
         self._plan_cwd()
         if spec.gpu is not None:
             self._plan_gpu()
-        if spec.fakeroot_tool is not None:
+        if spec.userns.tool is not None:
             self._plan_fakeroot()
         self._plan_libs()
         self._plan_identity(lower)
 
     def _plan_home(self) -> None:
         spec = self.spec
-        if "home" in spec.no_mount:
+        if "home" in spec.mounts.no_mount:
             return
-        source = spec.home_source
-        if spec.contain and source == spec.identity.home:
+        source = spec.mounts.home_source
+        if spec.mounts.contain and source == spec.identity.home:
             source = self._contained_dir("home")
         if not os.path.isdir(source):
             log.debug("home directory %s does not exist, not mounting it", source)
             return
-        self.add(source, spec.home_dest)
+        self.add(source, spec.mounts.home_dest)
 
     def _plan_system_files(self) -> None:
         spec = self.spec
-        if "tmp" not in spec.no_mount:
-            contained = spec.contain
+        if "tmp" not in spec.mounts.no_mount:
+            contained = spec.mounts.contain
             self.add(self._contained_dir("tmp") if contained else "/tmp", "/tmp")
             self.add(self._contained_dir("var_tmp") if contained else "/var/tmp", "/var/tmp")
         paths = ["/etc/resolv.conf"]
-        if "bind-paths" not in spec.no_mount:
+        if "bind-paths" not in spec.mounts.no_mount:
             paths[:0] = ["/etc/localtime", "/etc/hosts"]
         for path in paths:
-            if os.path.exists(path) and path not in spec.no_mount:
+            if os.path.exists(path) and path not in spec.mounts.no_mount:
                 self.add(path, path, recursive=False)
 
     def _contained_dir(self, name: str) -> str:
         """An empty directory for a contained /tmp, /var/tmp or $HOME: in the
         session tmpfs, or under ``-W/--workdir`` (kept, as Apptainer does)."""
-        if self.spec.workdir:
-            path = f"{self.spec.workdir}/{name}"
+        if self.spec.mounts.workdir:
+            path = f"{self.spec.mounts.workdir}/{name}"
             os.makedirs(path, mode=0o700 if name == "home" else 0o1777, exist_ok=True)
             return path
         path = self.session.sub(f"contained/{name}")
@@ -149,16 +149,16 @@ class Tree:
         return path
 
     def _plan_scratch(self) -> None:
-        for number, dest in enumerate(self.spec.scratch):
-            base = self.spec.workdir or self.session.sub("scratch")
-            source = f"{base}/scratch-{number}" if self.spec.workdir else f"{base}/{number}"
+        for number, dest in enumerate(self.spec.mounts.scratch):
+            base = self.spec.mounts.workdir or self.session.sub("scratch")
+            source = f"{base}/scratch-{number}" if self.spec.mounts.workdir else f"{base}/{number}"
             os.makedirs(source, exist_ok=True)
             self.add(source, dest)
 
     def _plan_cwd(self) -> None:
         spec = self.spec
-        cwd = spec.cwd
-        if spec.contain or "cwd" in spec.no_mount or not cwd or cwd in _SYSTEM_DIRS:
+        cwd = spec.process.cwd
+        if spec.mounts.contain or "cwd" in spec.mounts.no_mount or not cwd or cwd in _SYSTEM_DIRS:
             return
         if cwd.startswith(("/proc/", "/sys/", "/dev/")):
             return
@@ -183,14 +183,14 @@ class Tree:
     def _plan_fakeroot(self) -> None:
         """The host's fakeroot script, daemon and library (and a build's
         database) in the libs directory, as Apptainer binds them."""
-        tool = self.spec.fakeroot_tool
+        tool = self.spec.userns.tool
         assert tool is not None
         self.libs += [(tool.script, "fakeroot"), (tool.faked, "faked"),
                       (tool.library, "libfakeroot.so")]
         if tool.getopt:
             self.libs.append((tool.getopt, "getopt"))
-        if self.spec.fakeroot_state:
-            self.libs.append((self.spec.fakeroot_state, FAKEROOT_STATE))
+        if self.spec.userns.state:
+            self.libs.append((self.spec.userns.state, FAKEROOT_STATE))
 
     def _plan_libs(self) -> None:
         """As Apptainer does: a directory of the session, holding one mount
@@ -226,7 +226,7 @@ class Tree:
                 log.warning("%s file doesn't exist in container, not updating", name)
                 continue
             if name == "passwd":
-                text = passwd_text(current, who, spec.home_dest)
+                text = passwd_text(current, who, spec.mounts.home_dest)
             else:
                 text = group_text(current, who, _group_names(who.gid, who.groups))
             generated = self.session.sub(f"files/{name}")
@@ -261,7 +261,7 @@ class Tree:
         host = self.root + resolve_in_root(self.root, mount.dest)
         if os.path.lexists(host):
             return host
-        if self.spec.writable or not self.create_missing:
+        if self.spec.mounts.writable or not self.create_missing:
             log.warning("skipping mount of %s: destination doesn't exist in container",
                         mount.dest)
             return None
@@ -314,29 +314,24 @@ class Tree:
     def finish(self) -> Plan:
         spec = self.spec
         cwd = self._working_dir()
-        scripts = envmod.env_script_paths(self.root, spec.app)
+        scripts = envmod.env_script_paths(self.root, spec.process.app)
         has_shell = _executable(self.root, "/bin/sh")
         argv = self._action_argv(has_shell)
-        base = envmod.base_env(dict(spec.host_env), home=spec.home_dest,
-                               image_ref=spec.image_ref, action=spec.action,
-                               binds=",".join(b.dest for b in spec.binds), app=spec.app)
-        base["PWD"] = cwd  # the container's working directory, never the host's
-        if spec.gpu is not None:
-            base.update(spec.gpu.env)
-        if not (spec.writable or spec.writable_tmpfs or
-                any(not o.readonly for o in spec.overlays)):
+        base = envmod.container_env(spec, cwd)
+        if not (spec.mounts.writable or spec.mounts.writable_tmpfs or
+                any(not o.readonly for o in spec.mounts.overlays)):
             try:
                 linux.remount(self.root, linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
             except OSError as err:
                 log.debug("could not make the root read-only: %s", err)
-        mount_proc = spec.pid_ns and "proc" not in spec.no_mount
+        mount_proc = spec.namespaces.pid and "proc" not in spec.mounts.no_mount
         return Plan(self.root, cwd, argv, base, has_shell, scripts, mount_proc,
                     self._fakeroot_wrapper(has_shell, base))
 
     def _fakeroot_wrapper(self, has_shell: bool, env: dict[str, str]) -> tuple[str, ...]:
         """``fakeroot -f faked -l lib [-i db -s db]`` inside, and its variables."""
         spec = self.spec
-        tool = spec.fakeroot_tool
+        tool = spec.userns.tool
         if tool is None:
             return ()
         loader = tool.interpreter
@@ -353,33 +348,33 @@ class Tree:
         env["FAKEROOTDONTTRYCHOWN"] = "1"
         wrapper = [f"{LIBS_DIR}/fakeroot", "-f", f"{LIBS_DIR}/faked",
                    "-l", f"{LIBS_DIR}/libfakeroot.so"]
-        if spec.fakeroot_state:
+        if spec.userns.state:
             state = f"{LIBS_DIR}/{FAKEROOT_STATE}"
             wrapper += ["-i", state, "-s", state]
         return tuple(wrapper)
 
     def _working_dir(self) -> str:
         spec = self.spec
-        if spec.pwd:
-            if not os.path.isdir(self.root + resolve_in_root(self.root, spec.pwd)):
-                raise ContainerError(f"failed to set working directory: chdir {spec.pwd}: "
+        if spec.process.pwd:
+            if not os.path.isdir(self.root + resolve_in_root(self.root, spec.process.pwd)):
+                raise ContainerError(f"failed to set working directory: chdir {spec.process.pwd}: "
                                      "no such file or directory")
-            return spec.pwd
-        wanted = spec.home_dest if spec.contain else spec.cwd
-        for candidate in (wanted, spec.home_dest):
+            return spec.process.pwd
+        wanted = spec.mounts.home_dest if spec.mounts.contain else spec.process.cwd
+        for candidate in (wanted, spec.mounts.home_dest):
             if candidate and os.path.isdir(self.root + resolve_in_root(self.root, candidate)):
                 return candidate
         return "/"
 
     def _action_argv(self, has_shell: bool) -> list[str]:
         spec = self.spec
-        if spec.action == "exec":
-            return list(spec.argv)
-        if spec.action == "shell":
+        if spec.process.action == "exec":
+            return list(spec.process.argv)
+        if spec.process.action == "shell":
             return self._shell_argv(has_shell)
-        if spec.action == "test":
+        if spec.process.action == "test":
             return self._script_argv(("/.singularity.d/test",), test=True)
-        app = spec.app
+        app = spec.process.app
         candidates = ((f"/scif/apps/{app}/scif/runscript",) if app else (
             "/.singularity.d/runscript", "/apptainer", "/singularity"))
         return self._script_argv(candidates, test=False)
@@ -389,24 +384,24 @@ class Tree:
             host = self.root + resolve_in_root(self.root, path)
             if os.path.isfile(host):
                 if os.access(host, os.X_OK):
-                    return [path, *self.spec.argv]
-                return ["/bin/sh", path, *self.spec.argv]
+                    return [path, *self.spec.process.argv]
+                return ["/bin/sh", path, *self.spec.process.argv]
         if test:
             raise NoTestScript()
-        if self.spec.app:
-            raise NotFoundError(f"no runscript for app {self.spec.app} in the container")
+        if self.spec.process.app:
+            raise NotFoundError(f"no runscript for app {self.spec.process.app} in the container")
         if _executable(self.root, "/bin/sh"):
-            return ["/bin/sh", *self.spec.argv]
+            return ["/bin/sh", *self.spec.process.argv]
         raise NotFoundError("no runscript and no /bin/sh executable found in the container")
 
     def _shell_argv(self, has_shell: bool) -> list[str]:
         spec = self.spec
-        if spec.shell:
-            return [spec.shell, *spec.argv]
+        if spec.process.shell:
+            return [spec.process.shell, *spec.process.argv]
         if _executable(self.root, "/bin/bash"):
-            return ["/bin/bash", "--norc", *spec.argv]
+            return ["/bin/bash", "--norc", *spec.process.argv]
         if has_shell:
-            return ["/bin/sh", *spec.argv]
+            return ["/bin/sh", *spec.process.argv]
         raise NotFoundError("no shell found in the container (no /bin/bash nor /bin/sh)")
 
 

@@ -14,7 +14,7 @@ from capsa.builder.sandbox import REAL_OWNERS, Ownership
 from capsa.deffile.model import Stage
 from capsa.errors import UsageError
 from capsa.proc import DEFAULT_RUNNER, Runner
-from capsa.pull import PullOptions
+from capsa.pulling import PullOptions
 
 # Bootstrap: value -> module under capsa.builder.agents
 AGENTS: dict[str, str] = {

@@ -31,7 +31,7 @@ def source_uri(stage: Stage) -> str:
 
 
 def bootstrap(stage: Stage, rootfs: Path, context: AgentContext) -> Base:
-    from capsa.pull import pull
+    from capsa.pulling import pull
 
     uri = source_uri(stage)
     log.info("Fetching OCI image...")
@@ -56,7 +56,7 @@ def _copy_from_cache(uri: str, dest: Path, context: AgentContext) -> str:
     import os
 
     from capsa.content import copy_atomic
-    from capsa.pull import open_cached_image
+    from capsa.pulling import open_cached_image
 
     cached = open_cached_image(uri, context.pull)
     try:

@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import sys
 from typing import TYPE_CHECKING
 
-from capsa.errors import ContainerError, NotFoundError, UsageError
+from capsa.errors import UsageError
 
 if TYPE_CHECKING:
     from capsa.runtime.cgroups import Limits
-    from capsa.runtime.gpu import GpuPlan
-    from capsa.runtime.spec import ContainerSpec, Identity, ImageSpec, OverlaySpec
-    from capsa.userns import FakerootTool, IdMap
+    from capsa.runtime.request import ContainerRequest
+    from capsa.runtime.spec import ContainerSpec, ImageSpec
 
 HELP = "Run a command, the runscript, a shell or the test in a container"
 
 _NO_MOUNT = ("proc", "sys", "dev", "devpts", "home", "tmp", "hostfs", "cwd", "bind-paths")
-# Boolean flags that Apptainer also reads from APPTAINER_<NAME> / SINGULARITY_<NAME>.
-_ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writable_tmpfs",
-              "fakeroot", "pid", "ipc", "no_init", "unsquash", "nv", "nvccli", "rocm",
-              "ignore_subuid", "ignore_fakeroot_command")
 # Apptainer's resource limit flags, applied through a cgroup (capsa.runtime.cgroups).
 _LIMIT_FLAGS = {
     "--cpus": "number of CPUs available to the container",
@@ -76,8 +70,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --fakeroot, ignore /etc/subuid and /etc/subgid (root-mapped namespace)")
     add("--ignore-fakeroot-command", action="store_true",
         help="with --fakeroot, do not use the host's fakeroot command")
-    # A build's fakeroot database, loaded and saved by fakeroot(1) in %post.
-    add("--fakeroot-state", metavar="FILE", help=argparse.SUPPRESS)
     add("-p", "--pid", action="store_true", help="a new PID namespace")
     add("-i", "--ipc", action="store_true", help="a new IPC namespace")
     add("--no-init", action="store_true", help="no init process as PID 1 with --pid")
@@ -107,46 +99,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--oom-kill-disable", action="store_true", help="disable OOM killer")
     # Not registry_flags.add_registry_flags: that module stays off the exec
     # path (tests/cli/test_import_budget.py); registry_options() reads these.
-    add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
+    add("--no-https", "--nohttps", dest="no_https", action="store_true",
+        help="use plain HTTP for docker:// registries")
     add("--docker-login", action="store_true", help="log in to the registry interactively")
+    add("--docker-username", help=argparse.SUPPRESS)
+    add("--docker-password", help=argparse.SUPPRESS)
     add("--authfile", metavar="FILE", help="registry credentials file")
+    add("--disable-cache", action="store_true",
+        help="do not use or create cached images/blobs")
     add("--require-signed", metavar="KEYRING",
         help="refuse images not signed by a key of KEYRING (OpenPGP keyring or PEM key)")
     add("image", help="SIF file, sandbox directory, or docker://, oras:// ... URI")
     add("args", nargs=argparse.REMAINDER, help="command and arguments")
 
 
-def _env_flag(name: str) -> bool:
-    for prefix in ("APPTAINER_", "SINGULARITY_"):
-        value = os.environ.get(prefix + name.upper())
-        if value is not None:
-            return value.lower() in ("1", "true", "yes", "on")
-    return False
-
-
-def _apply_env_defaults(args: argparse.Namespace) -> None:
-    for name in _ENV_FLAGS:
-        if not getattr(args, name) and _env_flag(name):
-            setattr(args, name, True)
-    for name in ("APPTAINER_BIND", "APPTAINER_BINDPATH", "SINGULARITY_BIND",
-                 "SINGULARITY_BINDPATH"):
-        if os.environ.get(name):
-            args.bind.insert(0, os.environ[name])
-            break
-    if not args.pwd:  # Apptainer's --pwd also reads APPTAINER_PWD and APPTAINER_TARGET_PWD
-        args.pwd = next((os.environ[p + n] for n in ("PWD", "TARGET_PWD")
-                         for p in ("APPTAINER_", "SINGULARITY_") if os.environ.get(p + n)), None)
-    mounts = os.environ.get("APPTAINER_MOUNT") or os.environ.get("SINGULARITY_MOUNT")
-    if mounts:
-        args.mount[:0] = [line for line in mounts.splitlines() if line.strip()]
-    if args.compat:
-        args.containall = args.writable_tmpfs = args.no_init = True
-    if args.containall:
-        args.contain = args.pid = args.ipc = args.cleanenv = True
-
-
 def run(args: argparse.Namespace) -> int:
-    _apply_env_defaults(args)
     if args.command == "exec" and not args.args:
         raise UsageError("exec requires a command to run: exec [options] IMAGE COMMAND [ARGS]")
     if args.image.startswith("instance://"):  # join a running instance
@@ -186,17 +153,19 @@ def enforce_signing_policy(args: argparse.Namespace, spec: ContainerSpec) -> Non
     The configuration file is only read, and the integrity package only
     imported, when there is something to check: the exec path stays lean.
     """
+    from capsa.cli import environment
+
     config = args.global_options.config
-    asked = tuple(k for k in (args.require_signed, os.environ.get("APPTAINER_REQUIRE_SIGNED"))
-                  if k)
+    # the flag and the variable both add keyrings (neither replaces the other)
+    asked = tuple(k for k in (args.require_signed,
+                              environment.value(os.environ, "REQUIRE_SIGNED")) if k)
     site = args.site
     if not asked and config is None and not os.path.lexists(site.path("capsa.conf")):
         return
-    from capsa.integrity.policy import enforce, load_policy
+    from capsa.integrity.policy import check_image
 
-    policy = load_policy(site, user_config=config, keyrings=asked)
-    if policy.required:
-        enforce(policy, spec.image.path, fd=spec.image.fd if spec.image.fd >= 0 else None)
+    check_image(spec.image.path, fd=spec.image.fd if spec.image.fd >= 0 else None,
+                site=site, user_config=config, keyrings=asked)
 
 
 _LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:")
@@ -207,168 +176,51 @@ def _is_uri(image: str) -> bool:
 
 
 def pull_uri(args: argparse.Namespace) -> None:
-    """``docker://`` and friends: run the image from the cache, as Apptainer
-    does; without a usable cache (or for other schemes), pull into a
-    temporary SIF that is removed at once: the run holds it open
-    (``args.image_fd``), and nothing stays behind however the run ends."""
-    from pathlib import Path
+    """``docker://`` and friends: the image to run, open
+    (:func:`capsa.pulling.open_for_run`): ``args.image`` names it,
+    ``args.image_fd`` is it."""
+    from capsa.cli.commands.pull import credentials
+    from capsa.pulling import PullRequest, open_for_run
 
-    from capsa import tempdirs
-    from capsa.cli.commands.pull import tmpdir_of, usable_cache
-    from capsa.cli.registry_flags import registry_options
-    from capsa.pull import PullOptions, open_cached_image, pull, split_uri
-
-    scheme, _ = split_uri(args.image)  # unsupported schemes: UsageError before any work
-    cache = usable_cache(site=args.site, config=args.global_options.config)
-    tmpdir = tmpdir_of(args)
-    options = PullOptions(cache=cache, tmpdir=tmpdir, registry=registry_options(args))
+    username, password = credentials(args)
+    found = open_for_run(PullRequest(
+        args.image, disable_cache=args.disable_cache, no_https=args.no_https,
+        username=username, password=password, authfile=args.authfile,
+        config=args.global_options.config), site=args.site)
     args.image_ref = args.image
-    if scheme == "docker" and cache is not None:
-        found = open_cached_image(args.image, options)
-        # run what was checked: the entry's descriptor, not its name again
-        args.image, args.image_fd = str(found.path), found.fd
-        return
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    tempdirs.sweep(str(tmpdir))
-    work, lock = tempdirs.make_dir(str(tmpdir), "capsa-pull-")
-    try:
-        dest = Path(work) / "image.sif"
-        pull(args.image, dest, options)
-        args.image, args.image_fd = str(dest), os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        tempdirs.remove_tree(work)
-        os.close(lock)
+    # run what was checked: the entry's descriptor, not its name again
+    args.image, args.image_fd = str(found.path), found.fd
 
 
-def _cwd() -> str:
-    try:
-        return os.getcwd()
-    except OSError:
-        return "/"
+def request_from_args(args: argparse.Namespace) -> ContainerRequest:
+    """The flags (and the variables standing for them) as a request."""
+    from capsa.runtime.request import GPU_VENDORS, ContainerRequest
+
+    return ContainerRequest(
+        image=args.image, action=args.command, args=tuple(args.args),
+        image_ref=getattr(args, "image_ref", None) or "",
+        image_fd=getattr(args, "image_fd", None), bind=tuple(args.bind),
+        mount=tuple(args.mount), contain=args.contain, containall=args.containall,
+        compat=args.compat, cleanenv=args.cleanenv, env=tuple(args.env),
+        env_file=tuple(args.env_file), no_env=tuple(args.no_env), workdir=args.workdir,
+        scratch=tuple(args.scratch), no_home=args.no_home, home=args.home,
+        no_mount=tuple(args.no_mount), pwd=args.pwd, writable=args.writable,
+        writable_tmpfs=args.writable_tmpfs, overlay=tuple(args.overlay),
+        fakeroot=args.fakeroot, ignore_subuid=args.ignore_subuid,
+        ignore_fakeroot_command=args.ignore_fakeroot_command, pid=args.pid, ipc=args.ipc,
+        no_init=args.no_init, hostname=args.hostname, app=args.app, shell=args.shell,
+        unsquash=args.unsquash, no_eval=args.no_eval,
+        gpus=tuple(v for v in GPU_VENDORS if getattr(args, v)), net=args.net,
+        network=args.network, network_args=tuple(args.network_args),
+        limits=_resource_limits(args))
 
 
 def build_spec(args: argparse.Namespace, img: ImageSpec | None = None) -> ContainerSpec:
     """Check the request and turn it into a ContainerSpec (bad input -> errors);
     the image is opened here unless *img* is given."""
-    from capsa.runtime import binds, env, image
-    from capsa.runtime.spec import ContainerSpec
+    from capsa.runtime.request import Host, container_spec
 
-    cwd = _cwd()
-    if img is None:
-        img = image.resolve(args.image, fd=getattr(args, "image_fd", None))
-    bind_list = binds.parse_binds(args.bind, cwd)
-    bind_list += [binds.parse_mount(m, cwd) for m in args.mount]
-    for bind in bind_list:
-        if not os.path.exists(bind.source):
-            raise ContainerError(f"container creation failed: mount hook function failure: "
-                                 f"mount {bind.source}->{bind.dest} error: while mounting "
-                                 f"{bind.source}: mount source {bind.source} doesn't exist")
-    identity = _identity(args.fakeroot)
-    home_source, home_dest = _home(args, identity.home)
-    no_mount = _no_mount(args)
-    forced = env.injected(os.environ, args.env_file, args.env)
-    if args.no_eval or args.compat:  # OCI runscripts then skip their eval
-        forced["APPTAINER_NO_EVAL"] = forced["SINGULARITY_NO_EVAL"] = "1"
-    blocked = [n.strip() for value in args.no_env for n in value.split(",") if n.strip()]
-    host = env.host_passthrough(os.environ, cleanenv=args.cleanenv, blocked=blocked)
-    workdir = _workdir(args.workdir)
-    scratch = tuple(_absolute(d, "--scratch") for v in args.scratch for d in v.split(",") if d)
-    overlays = tuple(_overlay(o) for o in args.overlay)
-    net_ns = _network(args)
-    limits = _resource_limits(args)
-    idmap, fakeroot_tool = _user_namespace(args)
-    if args.pwd and not args.pwd.startswith("/"):
-        raise UsageError(f"--pwd must be an absolute path: {args.pwd}")
-    return ContainerSpec(
-        image=img, image_ref=getattr(args, "image_ref", None) or os.path.abspath(args.image),
-        action=args.command,
-        argv=tuple(args.args), identity=identity, cwd=cwd,
-        home_source=home_source, home_dest=home_dest, binds=tuple(bind_list),
-        env=tuple(forced.items()), host_env=tuple(host.items()), pwd=args.pwd,
-        hostname=args.hostname, app=args.app, shell=args.shell or _shell_env(),
-        overlays=overlays, workdir=workdir, scratch=scratch, no_mount=no_mount,
-        contain=args.contain, pid_ns=args.pid,
-        ipc_ns=args.ipc, net_ns=net_ns, no_init=args.no_init, writable=args.writable,
-        writable_tmpfs=args.writable_tmpfs, fakeroot=args.fakeroot,
-        use_fuse=not args.unsquash and args.site.fuse, gpu=_gpu(args),
-        use_overlay=args.site.overlay, limits=limits, idmap=idmap,
-        fakeroot_tool=fakeroot_tool,
-        fakeroot_state=os.path.abspath(args.fakeroot_state) if args.fakeroot_state else None,
-    )
-
-
-def _user_namespace(args: argparse.Namespace) -> tuple[IdMap | None, FakerootTool | None]:
-    """The user namespace to create, and fakeroot(1) where ids are faked."""
-    from capsa import userns
-
-    if args.fakeroot:
-        plan = userns.plan_fakeroot(ignore_subuid=args.ignore_subuid,
-                                    ignore_command=args.ignore_fakeroot_command)
-        return plan.idmap, plan.tool
-    if os.geteuid() == 0:
-        return None, None  # real root, or root of a build's namespace already
-    return userns.own_map(os.geteuid(), os.getegid()), None
-
-
-def _workdir(value: str | None) -> str | None:
-    value = value or os.environ.get("APPTAINER_WORKDIR") or None
-    if value is None:
-        return None
-    path = os.path.abspath(value)
-    if not os.path.isdir(path):
-        raise NotFoundError(f"workdir {path} does not exist")
-    return path
-
-
-def _absolute(path: str, flag: str) -> str:
-    if not path.startswith("/"):
-        raise UsageError(f"{flag} {path}: must be an absolute path")
-    return os.path.normpath(path)
-
-
-def _network(args: argparse.Namespace) -> bool:
-    """Whether the container gets a network namespace of its own.
-
-    As in Apptainer: ``--network``/``--network-args`` imply ``--net``, whose
-    default network is ``bridge``; ``--fakeroot`` on an installation without
-    setuid falls back to ``none``.  ``none`` (a namespace with only ``lo``)
-    needs nothing; every other network is made by CNI plugins, which capsa
-    does not run: unprivileged users get Apptainer's refusal, root a FATAL
-    that says so."""
-    from capsa.cli import log
-
-    network = args.network or _env_value("NETWORK")
-    network_args = [*args.network_args, *filter(None, [_env_value("NETWORK_ARGS")])]
-    net = args.net or _env_flag("net") or _env_flag("unshare_net")
-    for flag, given in (("--network", network), ("--network-args", network_args)):
-        if given and not net:
-            log.info(f"Setting --net (required by {flag})")
-            net = True
-    if not net:
-        return False
-    names = [n.strip() for n in (network or "bridge").split(",") if n.strip()]
-    if args.fakeroot and names != ["none"]:
-        log.warning("fakeroot with unprivileged installation or 'allow setuid = no' could "
-                    "not use 'fakeroot' network, fallback to 'none' network")
-        names = ["none"]
-    if names == ["none"]:
-        return True
-    if os.geteuid() != 0:
-        raise ContainerError("container creation failed: network requires root or a suid "
-                             "installation with /etc/subuid --fakeroot; non-root users can "
-                             "only use --network=none unless permitted by the administrator")
-    cni = ", ".join(n for n in names if n != "none")
-    raise ContainerError(f"container creation failed: network setup failed: the {cni} "
-                         "network needs CNI plugins, which capsa does not run; "
-                         "use --network=none for a network namespace with loopback only")
-
-
-def _env_value(name: str) -> str | None:
-    for prefix in ("APPTAINER_", "SINGULARITY_"):
-        value = os.environ.get(prefix + name)
-        if value:
-            return value
-    return None
+    return container_spec(request_from_args(args), Host.current(args.site), img)
 
 
 def _limit_flags(args: argparse.Namespace) -> list[str]:
@@ -435,89 +287,3 @@ def _parse_limits(args: argparse.Namespace) -> Limits:
         blkio_weight_devices=tuple(cgroups.parse_weight_device(d)
                                    for d in args.blkio_weight_device or ()),
     )
-
-
-def _shell_env() -> str | None:
-    return os.environ.get("APPTAINER_SHELL") or os.environ.get("SINGULARITY_SHELL") or None
-
-
-def _identity(fakeroot: bool) -> Identity:
-    from capsa.runtime.spec import Identity
-
-    uid, gid = os.getuid(), os.getgid()
-    if fakeroot:
-        return Identity(0, 0, (), "root", "root", "/root", "/bin/sh")
-    groups = tuple(g for g in os.getgroups() if g != gid)
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError as err:
-        raise ContainerError(f"could not find the user with uid {uid} "
-                             "in the passwd database") from err
-    return Identity(uid, gid, groups, entry.pw_name, entry.pw_gecos, entry.pw_dir,
-                    entry.pw_shell or "/bin/sh")
-
-
-def _home(args: argparse.Namespace, default: str) -> tuple[str, str]:
-    real_home = default
-    if args.fakeroot:
-        try:
-            real_home = pwd.getpwuid(os.getuid()).pw_dir
-        except KeyError:
-            real_home = "/root"
-    if not args.home:
-        return real_home, default
-    source, _, dest = args.home.partition(":")
-    source = os.path.abspath(source)
-    dest = dest or source
-    if not dest.startswith("/"):
-        raise UsageError(f"home destination {dest} must be an absolute path")
-    if not os.path.isdir(source):
-        raise ContainerError(f"container creation failed: home directory {source} "
-                             "doesn't exist")
-    return source, os.path.normpath(dest)
-
-
-def _no_mount(args: argparse.Namespace) -> frozenset[str]:
-    names: set[str] = set()
-    for value in args.no_mount:
-        for item in filter(None, (v.strip() for v in value.split(","))):
-            if item not in _NO_MOUNT and not item.startswith("/"):
-                raise UsageError(f"invalid --no-mount value {item!r}: expected one of "
-                                 f"{', '.join(_NO_MOUNT)} or an absolute path")
-            names.add(item)
-    if args.no_home:
-        names.add("home")
-    return frozenset(names)
-
-
-def _overlay(value: str) -> OverlaySpec:
-    from capsa.runtime.spec import OverlaySpec
-
-    path, _, mode = value.rpartition(":") if value.endswith((":ro", ":rw")) else (value, "", "")
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        if os.path.exists(path):
-            raise UsageError(f"overlay {path}: only directory overlays are supported")
-        raise ContainerError(f"overlay {path} does not exist")
-    return OverlaySpec(path, readonly=(mode == "ro"))
-
-
-def _gpu(args: argparse.Namespace) -> GpuPlan | None:
-    """The GPU plan for --nv / --nvccli / --rocm (several: merged, as Apptainer
-    binds both drivers when asked for both)."""
-    vendors = [v for v in ("nvccli", "nv", "rocm") if getattr(args, v)]
-    if "nvccli" in vendors and "nv" in vendors:
-        vendors.remove("nv")
-    if not vendors:
-        return None
-    from capsa.runtime.gpu import gpu_plan
-
-    if "nvccli" in vendors:
-        args.writable_tmpfs = True
-    site = args.site
-    plans = [gpu_plan(vendor, contain=args.contain, environ=os.environ, root=site.gpu_root,
-                      ldconfig=site.ldconfig, site_dir=site.config_dir) for vendor in vendors]
-    plan = plans[0]
-    for other in plans[1:]:
-        plan = plan.merged(other)
-    return plan

@@ -12,6 +12,9 @@ import json
 import sys
 
 from capsa import report
+from capsa.runtime.metadata import app_names as _app_names
+from capsa.runtime.metadata import is_env_file as _is_env_file
+from capsa.runtime.metadata import labels_of as _labels
 
 HELP = "Show metadata for an image"
 
@@ -39,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capsa.runtime import image
-    from capsa.runtime.metadata import read_metadata
+    from capsa.runtime.metadata import read_metadata, sif_deffile
 
     if args.all:
         args.json, args.app = True, ""
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.labels = True
     spec = image.resolve(args.image)
     files = read_metadata(spec, mount=args.site.fuse)
-    deffile = _sif_deffile(spec.path, spec.fd) if spec.kind == "squashfs" else None
+    deffile = sif_deffile(spec.path, spec.fd) if spec.kind == "squashfs" else None
     attributes = build_attributes(args, files, deffile)
     if args.json:
         sys.stdout.write(to_json(attributes))
@@ -58,39 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace").rstrip("\n")
-
-
-def _labels(raw: bytes | None) -> dict[str, str]:
-    if raw is None:
-        return {}
-    from capsa.errors import FormatError
-    from capsa.jsondoc import load
-
-    try:
-        loaded = load(raw, "labels")
-    except FormatError as err:
-        log.warning("Unable to parse labels: %s", err)
-        return {}
-    if not isinstance(loaded, dict):
-        return {}
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
-
-
-def _sif_deffile(path: str, fd: int) -> str | None:
-    from capsa.errors import CapsaError
-    from capsa.sif.format import DataType
-    from capsa.sif.image import SifImage
-
-    try:
-        with SifImage.from_fd(fd, path) as sif:
-            found = sif.select(data_type=DataType.DEFFILE)
-            return sif.read(found[0]).decode("utf-8", errors="replace") if found else None
-    except CapsaError:
-        return None
-
-
-def _app_names(files: dict[str, bytes]) -> list[str]:
-    return sorted({p.split("/")[3] for p in files if p.startswith("/scif/apps/")})
 
 
 def build_attributes(args: argparse.Namespace, files: dict[str, bytes],
@@ -139,12 +109,6 @@ def build_attributes(args: argparse.Namespace, files: dict[str, bytes],
     if apps:
         attrs["apps"] = apps
     return attrs
-
-
-def _is_env_file(path: str, prefix: str) -> bool:
-    name = path[len(prefix) + 5:]
-    return name.startswith("10-docker") or (name.startswith("9") and
-                                             name.endswith("-environment.sh"))
 
 
 _ORDER = ("apps", "labels", "deffile", "runscript", "startscript", "test", "helpfile",

@@ -76,34 +76,24 @@ def run(args: argparse.Namespace) -> int:
 # -- start / run ----------------------------------------------------------------
 
 def _start(args: argparse.Namespace, *, startscript: bool) -> int:
-    from capsa.runtime.instance import check_name, list_instances
+    from capsa.runtime.instance import check_name
+    from capsa.runtime.instance_process import start_request
+    from capsa.runtime.request import Host
 
     if not args.args:
         raise UsageError("requires at least 2 arg(s), only received 1")
     name = args.args.pop(0)
     check_name(name)
-    if list_instances(name):
-        raise ContainerError(f"instance {name} already exists")
-    actions._apply_env_defaults(args)
-    args.pid, args.no_init = True, False  # an instance always has its own PID 1
-    args.command = "exec" if startscript else "run"
-    if startscript:
-        from capsa.runtime.instance_process import STARTSCRIPT
-
-        args.args.insert(0, STARTSCRIPT)
+    args.command = "start" if startscript else "run"
     if actions._is_uri(args.image):
         from capsa.cli.signals import cleanup_on_termination
 
         with cleanup_on_termination():
             actions.pull_uri(args)  # the image held open, its file already gone
-    spec = actions.build_spec(args)
-    actions.enforce_signing_policy(args, spec)
-    from capsa.runtime.instance_process import start_instance
-
-    pid = start_instance(spec, name, startscript=startscript)
+    pid = start_request(actions.request_from_args(args), name, Host.current(args.site),
+                        check=lambda spec: actions.enforce_signing_policy(args, spec))
     log.info("instance started successfully")
-    pid_file = args.pid_file or os.environ.get("APPTAINER_PID_FILE") \
-        or os.environ.get("SINGULARITY_PID_FILE")
+    pid_file = args.pid_file
     if pid_file:
         _write_pid_file(pid_file, pid)
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from capsa.cli import log
-from capsa.cli.registry_flags import env_flag, env_value, user_home
+from capsa.cli.registry_flags import user_home
 from capsa.errors import AuthError, CapsaError, RegistryError, UsageError
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         data = sys.stdin.read()
         return data.removesuffix("\n").removesuffix("\r")
-    password = args.password or env_value(os.environ, "LOGIN_PASSWORD")
+    password = args.password
     if password:
         return str(password)
     if not sys.stdin.isatty():
@@ -112,13 +112,13 @@ def _login(args: argparse.Namespace) -> int:
     from capsa.registry.credentials import AuthFile
 
     name = registry_name(args.uri)
-    username = args.username or env_value(os.environ, "LOGIN_USERNAME")
+    username = args.username
     try:
         if not username:
             raise UsageError("Docker/OCI registry requires a username")
         creds = Credentials(username, _read_password(args))
         host = name.split("/", 1)[0]
-        _check_login(host, creds, args.no_https or env_flag(os.environ, "NOHTTPS", "NO_HTTPS"))
+        _check_login(host, creds, args.no_https)
         path = _auth_path(args)
         AuthFile(path).store(name, creds)
         if not args.authfile:

@@ -19,7 +19,7 @@ from capsa.cli.sif_args import add_object_selection, selection
 from capsa.errors import CapsaError
 
 if TYPE_CHECKING:
-    from capsa.integrity.verify import KeyMaterial, VerifyResult
+    from capsa.integrity.verify import VerifyResult
 
 HELP = "Verify digital signature(s) within an image"
 
@@ -45,24 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image")
 
 
-def key_material(pem_path: str | None, global_keyring: str | None = None) -> KeyMaterial:
-    """The keys ``verify`` trusts: a PEM key, or the site's (*global_keyring*)
-    and the user's keyrings."""
-    from capsa.integrity.keyring import GLOBAL_KEYRING, Keyring
-    from capsa.integrity.verify import KeyMaterial
-    from capsa.integrity.verify import Keyring as Ring
-
-    if pem_path is not None:
-        from capsa.integrity.dsse import load_public_key
-
-        return KeyMaterial(pem_keys=(load_public_key(pem_path),))
-    local = Keyring().public_path
-    site = global_keyring or str(GLOBAL_KEYRING)
-    return KeyMaterial(keyrings=(Ring(site, "GLOBAL"), Ring(str(local), "LOCAL")))
-
-
 def run(args: argparse.Namespace) -> int:
-    from capsa.integrity.verify import verify_image
+    from capsa.integrity.verify import key_material, verify_image
 
     if args.key is not None:
         log.info(f"Verifying image with key material from '{args.key}'")
@@ -73,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     colour = sys.stdout.isatty() and getattr(args.global_options, "colour", True)
     report = _JsonReport() if args.json else None
     groups, objects = selection(args)
-    keys = key_material(args.key, _global_keyring(args))
+    keys = key_material(args.key, global_keyring=_global_keyring(args))
     try:
         verify_image(
             args.image, keys, groups=groups, objects=objects,

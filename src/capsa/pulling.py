@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from capsa import report, tempdirs
-from capsa.content import CacheBlocked, ContentCache, copy_atomic, sif_cache_key
+from capsa.content import CacheBlocked, ContentCache, Trust, copy_atomic, sif_cache_key
 from capsa.digest import Platform
 from capsa.errors import AlreadyExistsError, FormatError, UsageError
 from capsa.oci import ImageContent
@@ -32,9 +32,10 @@ from capsa.registry import host_platform
 from capsa.rootfs.layers import MergeReport, RedirectNeeded, merge_layers
 from capsa.rootfs.singularity_d import base_entries, metadata_entries
 from capsa.scratch import Place, cache_place, guard, tmpdir_place
+from capsa.site import DEFAULT_SETTINGS, SiteSettings
 from capsa.squashfs import from_tar_stream
 
-log = report.getLogger("capsa.pull")
+log = report.getLogger("capsa.pulling")
 
 LOCAL_SCHEMES = ("oci", "oci-archive", "docker-archive")
 REGISTRY_SCHEMES = ("docker",)
@@ -336,3 +337,172 @@ def check_destination(dest: Path, force: bool) -> None:
         raise UsageError(f"{dest} is a directory")
     if not os.access(dest.parent if str(dest.parent) else ".", os.W_OK):
         raise UsageError(f"cannot write to {dest.parent}: permission denied")
+
+
+# -- a pull, as a caller asks for it ----------------------------------------------
+
+class PullRequest(NamedTuple):
+    """What ``capsa pull`` asks for, as data (the CLI fills it from argv and
+    the environment; a Python caller directly)."""
+
+    uri: str
+    dest: str | None = None           # default: Apptainer's name (<name>_<tag>.sif)
+    directory: str | None = None      # --dir: where a relative *dest* goes
+    force: bool = False
+    disable_cache: bool = False
+    tmpdir: str | None = None         # default: capsa.scratch's rule
+    platform: str | None = None       # os/arch[/variant]
+    arch: str | None = None           # Apptainer's --arch (arm32v7...)
+    arch_variant: str = ""
+    no_https: bool = False
+    username: str | None = None
+    password: str | None = None
+    authfile: str | None = None
+    mksquashfs_args: str = ""
+    epoch: int | None = None          # SOURCE_DATE_EPOCH: a reproducible SIF
+    config: str | None = None         # a user configuration file (cache trust it adds)
+
+
+def pull_request(request: PullRequest, *, site: SiteSettings = DEFAULT_SETTINGS,
+                 environ: Mapping[str, str] | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> PullResult:
+    """Pull as *request* says: the destination checked, the caller's cache
+    (trusted as the site says), the registries' settings; *environ* is where
+    the caller's files are found (:mod:`capsa.userdirs`)."""
+    from capsa.registry import registry_options
+    from capsa.squashfs import SquashfsOptions, options_from_mksquashfs_args
+    from capsa.userdirs import scratch
+
+    dest = destination(request)
+    check_destination(dest, request.force)
+    squashfs = (options_from_mksquashfs_args(request.mksquashfs_args)
+                if request.mksquashfs_args else SquashfsOptions())
+    options = PullOptions(
+        platform=platform_for(request.platform, request.arch, request.arch_variant),
+        cache=user_cache(disabled=request.disable_cache, site=site, config=request.config,
+                         environ=environ),
+        tmpdir=Path(scratch(environ, request.tmpdir)), squashfs=squashfs,
+        registry=registry_options(no_https=request.no_https, username=request.username,
+                                  password=request.password, authfile=request.authfile,
+                                  environ=environ),
+        progress=progress, epoch=request.epoch)
+    try:
+        return pull(request.uri, dest, options)
+    except OSError as err:  # disk full, permissions: one clear line
+        from capsa.errors import EnvironmentFailure
+
+        where = f": {err.filename}" if err.filename else ""
+        raise EnvironmentFailure(f"pull failed: {err.strerror or err}{where}") from err
+
+
+def default_name(uri: str) -> str:
+    """Apptainer's default file name: ``<name>_<tag>.sif`` for registries,
+    the archive's or layout's base name otherwise."""
+    scheme, rest = split_uri(uri)
+    if scheme in ("docker", "oras"):
+        from capsa.reference import parse_reference
+
+        ref = parse_reference(f"{scheme}://{rest}")
+        tag = ref.tag or (ref.digest or "latest").replace(":", ".")[:19]
+        return f"{ref.short_name}_{tag}.sif"
+    base = Path(rest.rstrip("/")).name.split(":")[0] or "image"
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return f"{stem}.sif"
+
+
+def destination(request: PullRequest) -> Path:
+    path = Path(request.dest or default_name(request.uri))
+    if request.directory and not path.is_absolute():
+        path = Path(request.directory) / path
+    return path
+
+
+# Apptainer's --arch names for variants (``arm32v7`` is ``arm/v7``).
+_APPTAINER_ARCHES = {"arm32v5": ("arm", "v5"), "arm32v6": ("arm", "v6"),
+                     "arm32v7": ("arm", "v7"), "arm64v8": ("arm64", "v8")}
+
+
+def platform_for(platform: str | None, arch: str | None = None,
+                 variant: str = "") -> Platform | None:
+    """``--platform os/arch[/variant]``, else ``--arch`` (Apptainer's names)."""
+    from capsa.registry import parse_platform
+
+    if platform:
+        return parse_platform(platform)
+    if arch:
+        name, implied = _APPTAINER_ARCHES.get(arch, (arch, ""))
+        variant = variant or implied
+        return parse_platform(f"linux/{name}/{variant}" if variant else name)
+    return None
+
+
+TRUSTED_USERS = "cache trusted users"
+TRUSTED_GROUPS = "cache trusted groups"
+
+
+def user_cache(*, disabled: bool = False, site: SiteSettings = DEFAULT_SETTINGS,
+               config: str | None = None,
+               environ: Mapping[str, str] | None = None) -> ContentCache | None:
+    """The caller's (maybe shared) cache; None when *disabled* or when it
+    cannot be written or trusted (with Apptainer's warning).  Whose entries
+    it uses: see :func:`cache_trust`."""
+    if disabled:
+        return None
+    from capsa.content import default_cache_root
+    from capsa.errors import EnvironmentFailure
+
+    root = default_cache_root(environ)
+    cache = ContentCache(root, cache_trust(root, site, config))
+    try:
+        cache.ensure()
+    except EnvironmentFailure as err:
+        log.warning("Cache disabled - %s", err)
+        return None
+    return cache
+
+
+def cache_trust(root: Path, site: SiteSettings, config: str | None) -> Trust:
+    """Whose entries a (shared) cache at *root* may offer: this user, root,
+    the owner of the directory it lives in, and the users and groups named
+    by ``cache trusted users`` / ``cache trusted groups`` in the site's
+    ``capsa.conf`` and in the user's ``--config`` file (which can only add)."""
+    from capsa.content import trust_for
+    from capsa.site import name_list, read_config, read_site_config
+
+    settings = [read_site_config(site)]
+    if config is not None:
+        settings.append(read_config(config))
+    users = [n for s in settings for n in name_list(s, TRUSTED_USERS)]
+    groups = [n for s in settings for n in name_list(s, TRUSTED_GROUPS)]
+    return trust_for(root, users, groups)
+
+
+def open_for_run(request: PullRequest, *, site: SiteSettings = DEFAULT_SETTINGS,
+                 environ: Mapping[str, str] | None = None) -> CachedSif:
+    """A URI to run (``exec|run|shell docker://...``), open: from the cache,
+    as Apptainer does; without a usable cache (or for other schemes),
+    pulled into a temporary SIF whose file is removed at once (the run
+    holds it open: nothing stays behind however the run ends)."""
+    from capsa.registry import registry_options
+    from capsa.userdirs import scratch
+
+    scheme, _ = split_uri(request.uri)  # unsupported schemes: UsageError before any work
+    cache = user_cache(disabled=request.disable_cache, site=site, config=request.config,
+                       environ=environ)
+    tmpdir = Path(scratch(environ, request.tmpdir))
+    options = PullOptions(cache=cache, tmpdir=tmpdir, registry=registry_options(
+        no_https=request.no_https, username=request.username, password=request.password,
+        authfile=request.authfile, environ=environ))
+    if scheme == "docker" and cache is not None:
+        return open_cached_image(request.uri, options)
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    tempdirs.sweep(str(tmpdir))
+    work, lock = tempdirs.make_dir(str(tmpdir), "capsa-pull-")
+    try:
+        dest = Path(work) / "image.sif"
+        result = pull(request.uri, dest, options)
+        return CachedSif(dest, os.open(dest, os.O_RDONLY | os.O_CLOEXEC),
+                         result.manifest_digest or "")
+    finally:
+        tempdirs.remove_tree(work)
+        os.close(lock)

@@ -1,0 +1,47 @@
+"""``python -m capsa.cli.child FD LEVEL``: launch the container whose spec
+the parent process sent on FD (or run the build it sent: see
+:mod:`capsa.runtime.child`), reporting at LEVEL as the parent does, and exit
+with the container's status."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from capsa.cli import log
+from capsa.errors import CapsaError
+
+
+def main(argv: list[str]) -> int:
+    fd, level = int(argv[0]), int(argv[1])
+    log.setup(level, colour=True)
+    from capsa.runtime.child import read_payload
+
+    try:
+        return _run(read_payload(fd))
+    except CapsaError as err:
+        log.fatal_line(str(err))
+        return err.exit_code
+
+
+def _run(payload: object) -> int:
+    from capsa.runtime.spec import ContainerSpec
+
+    if isinstance(payload, ContainerSpec):
+        from capsa.runtime.launcher import launch
+
+        return launch(payload)
+    if isinstance(payload, tuple) and payload[:1] == ("build",):
+        from capsa.builder.request import build_request
+
+        request, site = payload[1]
+        build_request(request, site=site)
+        return 0
+    raise TypeError(f"nothing to run in {type(payload).__name__}")
+
+
+if __name__ == "__main__":
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
