@@ -54,8 +54,8 @@ API:
 - :func:`capsa.registry.manifest.config_platform` reads an image config's
   platform: compare it with the one asked for when a registry served a
   single manifest (no index), as ``resolve`` can not know it.
-- Tests: :class:`capsa.registry.fake.MemoryRegistry` is an in-memory
-  registry that is also a :class:`Transport`.
+- Tests: ``MemoryRegistry`` (``tests/support/memory_registry.py``) is an
+  in-memory registry that is also a :class:`Transport`.
 
 Modules: ``transport`` (the one network choke point), ``auth`` (sans-I/O
 challenges and tokens), ``credentials`` (auth files), ``config``
