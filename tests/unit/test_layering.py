@@ -14,7 +14,8 @@ import pytest
 
 from support.env import SRC
 
-BASE = {"capsa", "capsa.errors", "capsa.report", "capsa.site", "capsa.jsondoc", "capsa.tempdirs"}
+BASE = {"capsa", "capsa.errors", "capsa.report", "capsa.site", "capsa.jsondoc", "capsa.tempdirs",
+        "capsa.programs"}
 # top-level unit -> the capsa units it may import (besides itself and BASE)
 ALLOWED: dict[str, set[str]] = {
     "capsa": set(),
@@ -24,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.site": set(),
     "capsa.jsondoc": set(),
     "capsa.tempdirs": set(),
+    "capsa.programs": set(),
     "capsa.proc": set(),
     "capsa.linux": set(),
     "capsa.userns": {"capsa.linux"},
