@@ -103,3 +103,25 @@ def test_imports_follow_the_data_flow(path: Path) -> None:
     for imported in imported_modules(path):
         target = unit_of(imported)
         assert target in BASE | allowed | {unit}, f"{module_name(path)} imports {imported}"
+
+
+# Test folders that are not a package: suites across packages, by feature.
+SUITES = {
+    "unit": "capsa's top-level modules (capsa.jsondoc, capsa.linux...) and the import graph",
+    "support": "fixtures and helpers, no tests of capsa",
+    "benchmarks": "the benchmarks/ scripts",
+    "clients": "Snakemake, spython, cwltool... driving capsa",
+    "trust": "attacks on capsa across packages",
+    "gpu": "--nv/--rocm/--nvccli end to end (capsa.runtime.gpu and its CLI)",
+    "instance": "instances end to end (capsa.runtime.instance and its CLI)",
+}
+
+
+def test_tests_mirror_the_packages() -> None:
+    """tests/<name> is capsa.<name>'s, or one of the suites above."""
+    tests = Path(__file__).resolve().parents[1]
+    packages = {path.name for path in (SRC / "capsa").iterdir()
+                if (path / "__init__.py").is_file()} | {"pull"}  # capsa.pull is a module
+    folders = {path.name for path in tests.iterdir()
+               if path.is_dir() and not path.name.startswith((".", "__"))}
+    assert folders - packages - SUITES.keys() == set()
