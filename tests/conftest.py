@@ -11,7 +11,8 @@
 
 Markers (see pyproject.toml) skip with a reason where a capability is
 missing: ``needs_root``, ``needs_userns``, ``needs_fuse``, ``needs_gpu``,
-``needs_shared``.
+``needs_shared``.  With ``CAPSA_TEST_STRICT=1`` (CI) a skip fails instead,
+unless it is one a healthy machine has (no GPU...): see :mod:`support.strict`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 from support.cli import Capsa, write_programs
 from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
 from support.site import ENTRY_MODULE
+from support.strict import enforce, expected, expected_skip
 from support.users import User, current_user, ensure_test_user, ensure_user_without_subids
 
 
@@ -48,13 +50,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "needs_root": (not is_root(), "needs root"),
         "needs_userns": (not userns_works(), "unprivileged user namespaces are unavailable"),
         "needs_fuse": (not fuse_usable(), "no FUSE for users (or no squashfuse_ll)"),
-        "needs_gpu": (shutil.which("nvidia-smi") is None, "no NVIDIA GPU on this host"),
-        "needs_shared": (not INTEROP.is_dir(), f"{INTEROP} is absent"),
+        "needs_gpu": (shutil.which("nvidia-smi") is None,
+                      expected("no NVIDIA GPU on this host")),
+        "needs_shared": (not INTEROP.is_dir(), expected(f"{INTEROP} is absent")),
     }
     for item in items:
         for marker, (missing, reason) in reasons.items():
             if missing and item.get_closest_marker(marker) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    del item, call
+    outcome = yield
+    enforce(outcome.get_result())  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -159,5 +170,5 @@ def reports() -> Iterator[list[tuple[int, str, str]]]:
 @pytest.fixture
 def interop() -> Path:
     if not INTEROP.is_dir():
-        pytest.skip(f"{INTEROP} is absent")
+        expected_skip(f"{INTEROP} is absent")
     return INTEROP

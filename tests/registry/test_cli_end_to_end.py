@@ -4,7 +4,6 @@ and search registries, and credentials written by ``capsa registry login``
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,6 @@ import pytest
 from support.cli import Capsa
 from support.registry import Registry
 from support.tinyoci import make_layout
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("capsa.cli.commands.pull") is None, reason="no pull command yet")
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def test_imports_follow_the_data_flow(path: Path) -> None:
 
 # Test folders that are not a package: suites across packages, by feature.
 SUITES = {
-    "unit": "capsa's top-level modules (capsa.jsondoc, capsa.linux...) and the import graph",
+    "unit": "capsa's top-level modules (capsa.jsondoc, capsa.linux...) and the suite's rules",
     "support": "fixtures and helpers, no tests of capsa",
     "benchmarks": "the benchmarks/ scripts",
     "clients": "Snakemake, spython, cwltool... driving capsa",
