@@ -30,7 +30,14 @@ from support.cli import Capsa, write_programs
 from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
 from support.site import ENTRY_MODULE
 from support.strict import enforce, expected, expected_skip
-from support.users import User, current_user, ensure_test_user, ensure_user_without_subids
+from support.users import (
+    User,
+    current_user,
+    ensure_test_user,
+    ensure_user_without_subids,
+    remove_private_homes,
+    watch_test_homes,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,6 +73,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     del item, call
     outcome = yield
     enforce(outcome.get_result())  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def homes_left_as_found() -> Iterator[None]:
+    """Every identity runs capsa with a HOME of this session's
+    (support.users.private_home); the test users' real homes must end the
+    session as they began it (support.homes)."""
+    from support import homes
+
+    if is_root():
+        watch_test_homes()
+    yield
+    remove_private_homes()
+    problems = homes.check_and_repair()
+    if problems:
+        pytest.fail("the tests changed users' homes (now repaired):\n  "
+                    + "\n  ".join(problems[:40]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
