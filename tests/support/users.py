@@ -45,13 +45,19 @@ class User:
         ]
 
     def base_env(self) -> dict[str, str]:
+        """A login environment, HOME the real one (benchmarks run peers so)."""
         return {
-            "HOME": str(private_home(self)),
+            "HOME": str(self.home),
             "USER": self.name,
             "LOGNAME": self.name,
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8",
         }
+
+    def test_env(self) -> dict[str, str]:
+        """What the tests run capsa with: HOME this session's own
+        (:data:`PRIVATE_HOMES`)."""
+        return {**self.base_env(), "HOME": str(private_home(self))}
 
     def own(self, path: Path) -> Path:
         """Give *path* to this user (so it can write there)."""
