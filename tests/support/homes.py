@@ -4,8 +4,11 @@ What a home holds (every name in it, its type, owner and mode) is taken when
 the session starts, or when the suite creates the user; at the end of the
 session it must be the same.  A test that leaves something behind (a cache,
 an instance's logs, a root-owned ``~/.config``, after which the benchmarks'
-peers such as podman no longer run as that user) fails the session, and
-what it left is removed so that the next run starts from a clean home.
+peers such as podman no longer run as that user) fails the session.  In
+strict mode (CI, where the suite runs alone) what it left is also removed,
+so that the next run starts from a clean home; elsewhere another session
+may be using these homes at the same time, and its files are left alone
+(and may be what the check reports).
 
 Only root can read and repair these homes; an unprivileged run has no test
 users.
@@ -53,13 +56,14 @@ def changes(before: Snapshot, after: Snapshot) -> list[str]:
     return lines
 
 
-def check_and_repair() -> list[str]:
-    """Every change to a watched home; what was added is removed."""
+def check(*, repair: bool) -> list[str]:
+    """Every change to a watched home; with *repair*, what was added is removed."""
     problems = []
     for home, before in _WATCHED.items():
         after = snapshot(home) if home.is_dir() else {}
         problems += [f"{home}: {line}" for line in changes(before, after)]
-        _remove_additions(home, before, after)
+        if repair:
+            _remove_additions(home, before, after)
     return problems
 
 
