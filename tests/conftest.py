@@ -29,7 +29,7 @@ import pytest
 from support.cli import Capsa, write_programs
 from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
 from support.site import ENTRY_MODULE
-from support.strict import STRICT, enforce, expected, expected_skip
+from support.strict import STRICT, enforce, expected
 from support.users import (
     User,
     current_user,
@@ -195,5 +195,5 @@ def reports() -> Iterator[list[tuple[int, str, str]]]:
 @pytest.fixture
 def interop() -> Path:
     if not INTEROP.is_dir():
-        expected_skip(f"{INTEROP} is absent")
+        pytest.skip(expected(f"{INTEROP} is absent"))
     return INTEROP

@@ -4,8 +4,8 @@ install (no squashfuse, no docker-registry, no user namespaces, no client
 programs...) cannot give a green run.
 
 The skips that a healthy machine is expected to have stay skips, with
-their reason: they are taken through :func:`expected_skip` (or, for a
-marker, :func:`expected`), which records the reason as one that may skip.
+their reason: ``pytest.skip(expected(reason))`` (or a marker's
+``reason=expected(...)``) records the reason as one that may skip.
 They are the host's hardware and configuration, not its installation: no
 GPU, no cgroup delegated to the test user (or one delegated, for the test
 of its absence), no ``../shared`` beside the checkout.
@@ -16,7 +16,6 @@ of its absence), no ``../shared`` beside the checkout.
 from __future__ import annotations
 
 import os
-from typing import NoReturn
 
 import pytest
 
@@ -25,15 +24,10 @@ _EXPECTED: set[str] = set()
 
 
 def expected(reason: str) -> str:
-    """*reason*, recorded as one that skips even in strict mode (for a
-    ``skipif``/``skip`` marker)."""
+    """*reason*, recorded as one that skips even in strict mode (see the
+    module docstring)."""
     _EXPECTED.add(reason)
     return reason
-
-
-def expected_skip(reason: str) -> NoReturn:
-    """Skip for *reason*, which strict mode accepts (see the module docstring)."""
-    pytest.skip(expected(reason))
 
 
 def enforce(report: pytest.TestReport) -> None:
