@@ -11,7 +11,8 @@
 
 Markers (see pyproject.toml) skip with a reason where a capability is
 missing: ``needs_root``, ``needs_userns``, ``needs_fuse``, ``needs_gpu``,
-``needs_shared``.
+``needs_shared``.  With ``CAPSA_TEST_STRICT=1`` (CI) a skip fails instead,
+unless it is one a healthy machine has (no GPU...): see :mod:`support.strict`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ import pytest
 from support.cli import Capsa, write_programs
 from support.env import INTEROP, SCRATCH, SRC, fuse_usable, is_root, userns_works
 from support.site import ENTRY_MODULE
-from support.users import User, current_user, ensure_test_user, ensure_user_without_subids
+from support.strict import STRICT, enforce, expected
+from support.users import (
+    User,
+    current_user,
+    ensure_test_user,
+    ensure_user_without_subids,
+    remove_private_homes,
+    watch_test_homes,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,13 +57,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "needs_root": (not is_root(), "needs root"),
         "needs_userns": (not userns_works(), "unprivileged user namespaces are unavailable"),
         "needs_fuse": (not fuse_usable(), "no FUSE for users (or no squashfuse_ll)"),
-        "needs_gpu": (shutil.which("nvidia-smi") is None, "no NVIDIA GPU on this host"),
-        "needs_shared": (not INTEROP.is_dir(), f"{INTEROP} is absent"),
+        "needs_gpu": (shutil.which("nvidia-smi") is None,
+                      expected("no NVIDIA GPU on this host")),
+        "needs_shared": (not INTEROP.is_dir(), expected(f"{INTEROP} is absent")),
     }
     for item in items:
         for marker, (missing, reason) in reasons.items():
             if missing and item.get_closest_marker(marker) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    del item, call
+    outcome = yield
+    enforce(outcome.get_result())  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def homes_left_as_found() -> Iterator[None]:
+    """Every identity runs capsa with a HOME of this session's
+    (support.users.private_home); the test users' real homes must end the
+    session as they began it (support.homes)."""
+    from support import homes
+
+    if is_root():
+        watch_test_homes()
+    yield
+    remove_private_homes()
+    problems = homes.check(repair=STRICT)
+    if problems:
+        done = "now repaired" if STRICT else "left as they are: another session may own them"
+        pytest.fail(f"the tests changed users' homes ({done}):\n  "
+                    + "\n  ".join(problems[:40]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -159,5 +195,5 @@ def reports() -> Iterator[list[tuple[int, str, str]]]:
 @pytest.fixture
 def interop() -> Path:
     if not INTEROP.is_dir():
-        pytest.skip(f"{INTEROP} is absent")
+        pytest.skip(expected(f"{INTEROP} is absent"))
     return INTEROP

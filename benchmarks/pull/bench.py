@@ -8,9 +8,12 @@ rootless, with capsa and side by side with the peers:
 - podman:      ``podman pull`` into its layer store (no single file).
 
 Prints, per tool, the median wall time and peak memory (``/usr/bin/time -v``)
-of ``--runs`` runs and the ratio to capsa.  Run as root (it builds the image
-with debootstrap, starts registries, and runs every tool as the unprivileged
-test user).  Usage: ``benchmarks/pull/run [--runs N] [--tools capsa,podman]``.
+of ``--runs`` runs and the ratio to capsa.  Run as root (it installs the
+peers from ``benchmarks/pull/apt-packages.txt``, builds the image with
+debootstrap, starts registries, and runs every tool as the unprivileged test
+user).  A tool that cannot run here is a FAILED line and a non-zero exit
+before anything is measured, never a skipped row (``benchmarks/peers.py``).
+Usage: ``benchmarks/pull/run [--runs N] [--tools capsa,podman]``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from benchmarks.peers import fail, install  # noqa: E402
 
 from support import ocibuild  # noqa: E402
 from support.registry import Registry, start_registry  # noqa: E402
@@ -193,6 +198,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("benchmarks/pull/run must run as root (it measures as an unprivileged user)")
         return 2
+    install(Path(__file__).with_name("apt-packages.txt"))
     layout = build_layout()
     user = ensure_test_user()
     work = Path(tempfile.mkdtemp(prefix="capsa-bench-", dir="/var/tmp"))
@@ -204,7 +210,7 @@ def main() -> int:
         try:
             tls = start_registry(tls=True)
             tls.push_oci_layout(layout, IMAGE)
-        except Exception as err:  # charliecloud is then skipped with the reason
+        except Exception as err:  # charliecloud's probe then fails with the reason
             print(f"no HTTPS registry: {err}")
         setup = Setup(user, plain, tls, work)
         return measure(setup, [t for t in args.tools.split(",") if t], args.runs,
@@ -222,17 +228,22 @@ def measure(setup: Setup, tools: list[str], runs: int, warm_up: bool, layout: Pa
     raw = _raw_size(ocibuild.debian_rootfs_tar(PACKAGES))
     print(f"image: {raw / 1e6:.0f} MB uncompressed, {size / 1e6:.0f} MB gzip, 4 layers; "
           f"{runs} run(s) each, cold cache, as {setup.user.name}; {os.cpu_count()} CPUs")
-    usable = []
-    for tool in tools:
-        reason = probe(setup, tool) if warm_up else None
-        if reason:
-            print(f"  {tool:<13} skipped: {reason}")
-        else:
-            usable.append(tool)
-    samples: dict[str, list[Sample]] = {t: [] for t in usable}
+    unknown = [tool for tool in tools if tool not in RUNNERS]
+    if unknown:
+        fail(f"unknown tools: {', '.join(unknown)} (known: {', '.join(TOOLS)})")
+    broken = {tool: reason for tool in tools
+              if (reason := probe(setup, tool) if warm_up else None)}
+    for tool, reason in broken.items():
+        print(f"  {tool:<13} FAILED: {reason}")
+    if broken:
+        fail(f"{', '.join(broken)} cannot run here: nothing to compare (see above)")
+    samples: dict[str, list[Sample]] = {t: [] for t in tools}
     for _ in range(runs):
-        for tool in usable:  # interleaved, so load changes hit every tool alike
-            samples[tool].append(RUNNERS[tool](setup, fresh_dir(setup, tool)))
+        for tool in tools:  # interleaved, so load changes hit every tool alike
+            try:
+                samples[tool].append(RUNNERS[tool](setup, fresh_dir(setup, tool)))
+            except RuntimeError as err:
+                fail(f"{tool}: {err}")
     report(samples)
     return 0
 

@@ -3,18 +3,18 @@
 Library code never calls :mod:`subprocess` directly: it takes a
 :class:`Runner` (default :data:`DEFAULT_RUNNER`) so tests can hand in a fake.
 A missing program becomes :class:`capsa.errors.ToolError`, never a traceback.
+Where a program is (``which``) is :mod:`capsa.programs`' business.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from capsa import report
+from capsa import programs, report
 from capsa.errors import ToolError
 
 log = report.getLogger("capsa.proc")
@@ -57,19 +57,6 @@ def child_env(drop_prefix: str | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def which(program: str, path: str | None = None) -> str | None:
-    """Where *program* lives on ``PATH`` (or *path*), or None."""
-    return shutil.which(program, path=path)
-
-
-def require(program: str) -> str:
-    """The full path of *program*, or a ToolError naming the package to install."""
-    found = which(program)
-    if found is None:
-        raise ToolError(f"{program} not found in PATH; please install it")
-    return found
-
-
 class SubprocessRunner:
     """The real :class:`Runner`, over :func:`subprocess.run`."""
 
@@ -97,7 +84,7 @@ class SubprocessRunner:
                 cwd=cwd,
             )
         except FileNotFoundError as err:
-            raise ToolError(f"{argv[0]} not found in PATH; please install it") from err
+            raise ToolError(programs.missing(argv[0])) from err
         except PermissionError as err:
             raise ToolError(f"cannot run {argv[0]}: {err.strerror}") from err
         with proc:

@@ -21,9 +21,12 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from capsa import children, linux, report
+from capsa import children, linux, programs, report
 
 log = report.getLogger("capsa.userns")
+# Where the id-map helpers and fakeroot(1) are looked up: the system's own
+# directories, not whatever the caller's PATH says.
+_SYSTEM_PATH = "/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin"
 SUBUID_FILE = "/etc/subuid"
 SUBGID_FILE = "/etc/subgid"
 # Apptainer's fakeroot range count (internal/pkg/fakeroot: validRangeCount).
@@ -174,7 +177,7 @@ def fakeroot_map(uid: int, gid: int, name: str, group: str, *,
     groups = subordinate_range(subgid_file, group, gid) or subordinate_range(
         subgid_file, name, uid)
     if helpers is None:
-        helpers = all(_find(p) for p in ("newuidmap", "newgidmap"))
+        helpers = all(programs.find(p, _SYSTEM_PATH) for p in ("newuidmap", "newgidmap"))
     if users is None or groups is None or not helpers:
         return root_mapped(uid, gid)
     return IdMap("subuid", (IdRange(0, uid, 1), users), (IdRange(0, gid, 1), groups))
@@ -214,7 +217,7 @@ def enter(idmap: IdMap, flags: int = 0) -> None:
 
 def _write_maps_with_helpers(pid: int, idmap: IdMap) -> int:
     for helper, ranges in (("newuidmap", idmap.uids), ("newgidmap", idmap.gids)):
-        program = _find(helper)
+        program = programs.find(helper, _SYSTEM_PATH)
         if program is None:
             return 127
         argv = [program, str(pid)]
@@ -266,7 +269,7 @@ def find_fakeroot() -> FakerootTool | None:
     flavour, as Apptainer prefers), then ``fakeroot``; its daemon and
     library as the script names them."""
     for name in ("fakeroot-sysv", "fakeroot"):
-        script = _find(name)
+        script = programs.find(name, _SYSTEM_PATH)
         if script is None:
             continue
         found = _fakeroot_parts(os.path.realpath(script))
@@ -299,8 +302,8 @@ def _fakeroot_parts(script: str) -> FakerootTool | None:
     for directory in values.get("PATHS", "").split(":"):
         candidate = f"{directory}/{library}"
         if directory.startswith("/") and os.path.isfile(candidate):
-            return FakerootTool(script, faked, candidate, _find("getopt") or "",
-                                elf_interpreter(faked))
+            getopt = programs.find("getopt", _SYSTEM_PATH) or ""
+            return FakerootTool(script, faked, candidate, getopt, elf_interpreter(faked))
     return None
 
 
@@ -336,11 +339,3 @@ def elf_interpreter(path: str) -> str:
     except (OSError, ValueError, OverflowError, struct.error):
         return ""
     return ""
-
-
-def _find(program: str) -> str | None:
-    for directory in ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"):
-        candidate = f"{directory}/{program}"
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None

@@ -39,7 +39,7 @@ class Client:
     workdir: Path
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = self.user.base_env()
+        env = self.user.test_env()
         env.update({
             "PATH": f"{self.programs}:{CLIENTS / 'bin'}:/usr/local/bin:/usr/bin:/bin",
             "APPTAINER_NOHTTPS": "1",

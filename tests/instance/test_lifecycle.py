@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -178,19 +179,32 @@ def test_list_formats(quick: Instances, images: dict[str, Path]) -> None:
 def test_default_state_location(capsa: Capsa, capsa_user: Capsa,
                                 images: dict[str, Path]) -> None:
     """~/.apptainer/instances/{app,logs}/<host>/<user>/...; root reaches a
-    user's instances with -u."""
+    user's instances with -u.  (In the user's real home, which root's -u
+    reads: the logs, which outlive the instance, are removed afterwards.)"""
     home, user = capsa_user.user.home, capsa_user.user.name
+    env = {"HOME": str(home)}
     host = os.uname().nodename
     name = f"home-{os.getpid()}"
     state = home / ".apptainer/instances/app" / host / user / name
+    logs = home / ".apptainer/instances/logs" / host / user
+    made = _missing_parents(state) + _missing_parents(logs / name)
     try:
-        assert capsa_user("instance", "start", str(images["sif"]), name).returncode == 0
+        assert capsa_user("instance", "start", str(images["sif"]), name,
+                          env=env).returncode == 0
         assert (state / f"{name}.json").is_file()
-        logs = home / ".apptainer/instances/logs" / host / user
         assert (logs / f"{name}.err").is_file() and (logs / f"{name}.out").is_file()
         listed = capsa("instance", "list", "--json", "-u", user, name)
         assert [r["instance"] for r in json.loads(listed.stdout)["instances"]] == [name]
         assert capsa("instance", "stop", "-u", user, name).returncode == 0
     finally:
-        capsa_user("instance", "stop", "-F", name)
+        capsa_user("instance", "stop", "-F", name, env=env)
+        for log in (logs / f"{name}.err", logs / f"{name}.out"):
+            log.unlink(missing_ok=True)
+        for directory in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+            shutil.rmtree(directory, ignore_errors=True)
     assert not state.exists()
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The directories above *path* that do not exist yet (to remove later)."""
+    return [parent for parent in path.parents if not parent.exists()]

@@ -12,6 +12,7 @@ from capsa.integrity.keyring import Keyring
 from capsa.integrity.pgpkeys import PgpKey, split_keys
 from capsa.sif import DataType, FSType, NewObject, PartType, create
 from support.env import INTEROP
+from support.strict import expected
 
 REFERENCE_IMAGES = INTEROP / "images"
 REFERENCE_KEYS = INTEROP / "keys"
@@ -32,7 +33,7 @@ def gpg_available() -> None:
 def ref_secret(gpg_available: None) -> PgpKey:
     """The reference OpenPGP secret key (no passphrase)."""
     if not REFERENCE_KEYS.is_dir():
-        pytest.skip(f"{INTEROP} is absent")
+        pytest.skip(expected(f"{INTEROP} is absent"))
     return split_keys((REFERENCE_KEYS / "private.asc").read_bytes())[0]
 
 

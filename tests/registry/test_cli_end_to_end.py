@@ -4,7 +4,6 @@ and search registries, and credentials written by ``capsa registry login``
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,6 @@ import pytest
 from support.cli import Capsa
 from support.registry import Registry
 from support.tinyoci import make_layout
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("capsa.cli.commands.pull") is None, reason="no pull command yet")
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +40,17 @@ def test_docker_hub_mirror_from_registries_conf(any_capsa: Capsa, plain_registry
 
 def test_search_registries_from_user_registries_conf(any_capsa: Capsa, plain_registry: Registry,
                                                      layout: Path, scratch: Path) -> None:
+    """~/.config/containers/registries.conf of the user's real home (where
+    containers/image reads it too): written as the user, and removed with the
+    directories the test made (a file that was there is put back), so that
+    other programs (podman) still find theirs."""
     plain_registry.push_oci_layout(layout, "tools/searched:v1")
     conf = any_capsa.user.home / ".config" / "containers" / "registries.conf"
-    if conf.exists():
-        pytest.skip(f"{conf} exists; not touching it")
-    conf.parent.mkdir(parents=True, exist_ok=True)
+    saved = conf.read_bytes() if conf.exists() else None
+    made = [d for d in (conf.parent.parent, conf.parent) if not d.exists()]
+    for directory in made:
+        directory.mkdir(mode=0o755)
+        any_capsa.user.own(directory)
     try:
         conf.write_text(f'unqualified-search-registries = ["{plain_registry.host}"]\n'
                         f'[[registry]]\nlocation = "{plain_registry.host}"\ninsecure = true\n')
@@ -56,7 +58,12 @@ def test_search_registries_from_user_registries_conf(any_capsa: Capsa, plain_reg
                         env=_env(scratch))
         assert res.returncode == 0, res
     finally:
-        conf.unlink()
+        if saved is not None:
+            conf.write_bytes(saved)
+        else:
+            conf.unlink(missing_ok=True)
+        for directory in reversed(made):
+            directory.rmdir()
 
 
 @pytest.mark.parametrize("fixture", ["auth_registry", "token_registry"])

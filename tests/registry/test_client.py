@@ -17,7 +17,7 @@ from capsa.reference import parse_reference
 from capsa.registry import RegistryClient, RegistryOptions, open_client
 from capsa.registry.config import parse as parse_config
 from capsa.registry.credentials import Credentials, CredentialStore
-from capsa.registry.fake import MemoryNetwork, MemoryRegistry
+from support.memory_registry import MemoryNetwork, MemoryRegistry
 from support.tinyoci import Image, make_image, make_index, sha256
 
 HOST = "registry.test"

@@ -43,12 +43,29 @@ def test_host_platform_is_linux() -> None:
     (Platform("linux", "amd64"), Platform("linux", "amd64"), True),
     (Platform("linux", "arm64", "v8"), Platform("linux", "arm64"), True),
     (Platform("linux", "arm64"), Platform("linux", "arm64", "v8"), True),
-    (Platform("linux", "arm", "v6"), Platform("linux", "arm", "v7"), False),
+    (Platform("linux", "arm", "v6"), Platform("linux", "arm", "v7"), True),
+    (Platform("linux", "arm", "v7"), Platform("linux", "arm", "v6"), False),
     (Platform("linux", "arm"), Platform("linux", "arm", "v7"), True),
+    (Platform("linux", "amd64", "v3"), Platform("linux", "amd64"), True),
+    (Platform("linux", "amd64", "v3"), Platform("linux", "amd64", "v2"), False),
+    (Platform("linux", "amd64"), Platform("linux", "amd64", "v2"), True),
     (Platform("windows", "amd64"), Platform("linux", "amd64"), False),
 ])
 def test_platform_matches(have: Platform, want: Platform, ok: bool) -> None:
     assert m.platform_matches(have, want) is ok
+
+
+@pytest.mark.parametrize(("want", "variants"), [
+    (Platform("linux", "arm64", "v8"), ("v8", "")),
+    (Platform("linux", "arm64"), ("", "v8")),
+    (Platform("linux", "arm", "v7"), ("v7", "v6", "v5", "")),
+    (Platform("linux", "arm"), ("", "v8", "v7", "v6", "v5")),
+    (Platform("linux", "amd64"), ("",)),
+    (Platform("linux", "amd64", "v2"), ("v2", "")),
+])
+def test_wanted_variants_follow_containers_image(want: Platform,
+                                                 variants: tuple[str, ...]) -> None:
+    assert m.wanted_variants(want) == variants
 
 
 def _index(*platforms: dict[str, str]) -> m.Index:
@@ -135,5 +152,6 @@ def test_config_platform() -> None:
         Platform("linux", "arm64", "v8")
     assert m.platform_matches(m.config_platform({"architecture": "amd64", "os": "linux"}),
                               Platform("linux", "amd64"))
+    assert m.config_platform({}) == Platform("linux", "", "")
     with pytest.raises(FormatError):
-        m.config_platform({"os": "linux"})
+        m.config_platform({"os": "linux", "architecture": 7})

@@ -119,8 +119,11 @@ def test_writable_refuses_a_sif(any_capsa: Capsa, images: dict[str, Path]) -> No
 
 
 def test_fakeroot(any_capsa: Capsa, images: dict[str, Path]) -> None:
+    # /root is the user's own home, bound: what is written there stays
+    probe = "/root/.capsa-test-fakeroot-$$"
     result = any_capsa("exec", "--fakeroot", str(images["sif"]), "sh", "-c",
-                       "id -u; echo $HOME; touch /root/x 2>/dev/null; echo done")
+                       f"id -u; echo $HOME; touch {probe} 2>/dev/null; rm -f {probe}; "
+                       "echo done")
     assert result.returncode == 0, result
     assert result.stdout.split() == ["0", "/root", "done"]
 

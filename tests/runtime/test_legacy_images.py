@@ -94,7 +94,7 @@ def test_simg_runs_as_a_program(any_capsa: Capsa, legacy: dict[str, Path]) -> No
     """``./image.simg args``: the launch line runs ``run-singularity`` from PATH."""
     import subprocess
 
-    env = any_capsa.user.base_env()
+    env = any_capsa.user.test_env()
     env["PATH"] = f"{any_capsa.pythonpath / 'bin'}:{env['PATH']}"
     argv = any_capsa.user.wrap([str(legacy["simg"]), "one", "two"])
     if argv[0] == "setpriv":

@@ -77,7 +77,7 @@ class Capsa:
         return Capsa(self.user, self.pythonpath, dict(self.env), program)
 
     def full_env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
-        env = self.user.base_env()
+        env = self.user.test_env()
         env["PYTHONPATH"] = str(self.pythonpath)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.update(self.env)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.env import NO_SUBIDS_USER, TEST_USER
+from support import homes
+from support.env import NO_SUBIDS_USER, SCRATCH, TEST_USER
+
+# Every identity the suite runs capsa as gets a HOME of its own for the
+# session (removed at its end): capsa's cache, keys and instances land
+# there, never in a real home, so that the suite leaves every home as it
+# found it (tests/conftest.py checks).  ``User.home`` stays the home of the
+# password database: capsa binds it into containers and looks up registry
+# credentials there; the few tests that use it there clean up after
+# themselves.
+PRIVATE_HOMES = SCRATCH / f"homes-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class User:
         ]
 
     def base_env(self) -> dict[str, str]:
+        """A login environment, HOME the real one (benchmarks run peers so)."""
         return {
             "HOME": str(self.home),
             "USER": self.name,
@@ -42,10 +54,41 @@ class User:
             "LANG": "C.UTF-8",
         }
 
+    def test_env(self) -> dict[str, str]:
+        """What the tests run capsa with: HOME this session's own
+        (:data:`PRIVATE_HOMES`)."""
+        return {**self.base_env(), "HOME": str(private_home(self))}
+
     def own(self, path: Path) -> Path:
         """Give *path* to this user (so it can write there)."""
         os.chown(path, self.uid, self.gid)
         return path
+
+
+def private_home(user: User) -> Path:
+    """*user*'s HOME for this session (see :data:`PRIVATE_HOMES`)."""
+    path = PRIVATE_HOMES / user.name
+    if not path.is_dir():
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        os.chmod(SCRATCH, 0o1777)
+        PRIVATE_HOMES.mkdir(mode=0o755, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(path, user.uid, user.gid)
+    return path
+
+
+def watch_test_homes() -> None:
+    """Have :mod:`support.homes` remember the test users' homes as they are."""
+    for name in (TEST_USER, NO_SUBIDS_USER, HOSTILE_USER):
+        try:
+            homes.watch(Path(pwd.getpwnam(name).pw_dir))
+        except KeyError:
+            continue  # created later, and watched from then
+
+
+def remove_private_homes() -> None:
+    shutil.rmtree(PRIVATE_HOMES, ignore_errors=True)
 
 
 def current_user() -> User:
@@ -81,6 +124,7 @@ def _ensure_user(name: str) -> User:
     home = Path(entry.pw_dir)
     home.mkdir(exist_ok=True)
     os.chown(home, entry.pw_uid, entry.pw_gid)
+    homes.watch(home)
     return User(entry.pw_name, entry.pw_uid, entry.pw_gid, home)
 
 
@@ -121,4 +165,5 @@ def ensure_hostile_user() -> User:
     home = Path(entry.pw_dir)
     home.mkdir(exist_ok=True)
     os.chown(home, entry.pw_uid, entry.pw_gid)
+    homes.watch(home)
     return User(entry.pw_name, entry.pw_uid, entry.pw_gid, home)

@@ -144,12 +144,8 @@ def _parse_everything(data: bytes, declared: str) -> None:
     with contextlib.suppress(CapsaError):
         manifest.config_platform(doc)
     with contextlib.suppress(CapsaError):
-        if oci.manifest_kind(doc, declared) == "index":
-            entries = [oci.descriptor_from(m, "index") for m in doc.get("manifests") or []]
-            oci.select_platform(entries, Platform("linux", "amd64", ""))
-        else:
-            oci.image_parts(doc)
-    oci.platform_of(doc)
+        if not oci.is_index(doc, declared):
+            oci.image_manifest(doc, declared)
 
 
 def test_manifest_index_and_config_parsers() -> None:

@@ -91,3 +91,29 @@ def test_documents_with_hostile_parts(doc: object, at: int, junk: str) -> None:
     spliced = text[:at] + junk + text[at:]
     with contextlib.suppress(FormatError):
         jsondoc.load(spliced, "fuzz")
+
+
+def _json_parsing_calls(path: Path) -> list[str]:
+    """``json.load``/``json.loads``/``JSONDecoder`` uses in one source file."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "json" and node.attr in ("load", "loads", "JSONDecoder"):
+            found.append(f"{path.name}:{node.lineno}: json.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "json":
+            found += [f"{path.name}:{node.lineno}: from json import {alias.name}"
+                      for alias in node.names if alias.name in ("load", "loads", "JSONDecoder")]
+    return found
+
+
+def test_nothing_else_parses_json() -> None:
+    """Every JSON document capsa reads goes through jsondoc (its bounds, its
+    one error): no other module parses JSON its own way."""
+    from support.env import SRC
+
+    sources = sorted((SRC / "capsa").rglob("*.py"))
+    found = [hit for path in sources if path.name != "jsondoc.py"
+             for hit in _json_parsing_calls(path)]
+    assert found == []

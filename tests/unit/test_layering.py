@@ -15,7 +15,7 @@ import pytest
 from support.env import SRC
 
 BASE = {"capsa", "capsa.errors", "capsa.report", "capsa.site", "capsa.jsondoc", "capsa.tempdirs",
-        "capsa.userdirs", "capsa.children"}
+        "capsa.userdirs", "capsa.children", "capsa.programs"}
 # top-level unit -> the capsa units it may import (besides itself and BASE)
 ALLOWED: dict[str, set[str]] = {
     "capsa": set(),
@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "capsa.tempdirs": set(),
     "capsa.userdirs": {"capsa.scratch"},
     "capsa.children": {"capsa.linux"},
+    "capsa.programs": set(),
     "capsa.proc": set(),
     "capsa.linux": set(),
     "capsa.userns": {"capsa.linux"},
@@ -106,3 +107,25 @@ def test_imports_follow_the_data_flow(path: Path) -> None:
     for imported in imported_modules(path):
         target = unit_of(imported)
         assert target in BASE | allowed | {unit}, f"{module_name(path)} imports {imported}"
+
+
+# Test folders that are not a package: suites across packages, by feature.
+SUITES = {
+    "unit": "capsa's top-level modules (capsa.jsondoc, capsa.linux...) and the suite's rules",
+    "support": "fixtures and helpers, no tests of capsa",
+    "benchmarks": "the benchmarks/ scripts",
+    "clients": "Snakemake, spython, cwltool... driving capsa",
+    "trust": "attacks on capsa across packages",
+    "gpu": "--nv/--rocm/--nvccli end to end (capsa.runtime.gpu and its CLI)",
+    "instance": "instances end to end (capsa.runtime.instance and its CLI)",
+}
+
+
+def test_tests_mirror_the_packages() -> None:
+    """tests/<name> is capsa.<name>'s, or one of the suites above."""
+    tests = Path(__file__).resolve().parents[1]
+    packages = {path.name for path in (SRC / "capsa").iterdir()
+                if (path / "__init__.py").is_file()} | {"pulling", "api"}  # modules
+    folders = {path.name for path in tests.iterdir()
+               if path.is_dir() and not path.name.startswith((".", "__"))}
+    assert folders - packages - SUITES.keys() == set()

@@ -35,7 +35,7 @@ from capsa.builder.scripts import ContainerOptions, run_post, run_setup, run_tes
 from capsa.deffile.model import Definition, FileCopy, FilesSection, Stage
 from capsa.errors import ContainerError, FormatError, NotFoundError, UsageError
 from capsa.jsondoc import load, read_document
-from capsa.proc import require
+from capsa.programs import require
 from capsa.pulling import PullOptions
 from capsa.scratch import Place, guard, tmpdir_place
 from capsa.squashfs import SquashfsOptions

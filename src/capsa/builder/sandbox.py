@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from capsa.errors import FormatError, UsageError
-from capsa.proc import DEFAULT_RUNNER, Runner, child_env, require, which
+from capsa.proc import DEFAULT_RUNNER, Runner, child_env
+from capsa.programs import find, require
 from capsa.rootfs.layers import SyntheticEntry
 from capsa.squashfs import SquashfsOptions, from_tar_stream
 from capsa.userns import FakerootTool, in_initial_namespace
@@ -204,7 +205,7 @@ def pack_squashfs(sandbox: Path, dest: Path, options: SquashfsOptions,
     if not is_root():
         # As root of a user namespace that maps only us, tar may read our
         # files whatever their mode (0000 /etc/shadow in some images).
-        unshare = which("unshare")
+        unshare = find("unshare")
         if unshare is not None:
             argv = [unshare, "--map-root-user", *argv]
     if epoch is not None:

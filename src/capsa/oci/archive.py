@@ -14,8 +14,9 @@ from typing import Any
 
 from capsa.digest import Platform
 from capsa.errors import FormatError, NotFoundError
-from capsa.oci import ImageContent, platform_of
+from capsa.oci import ImageContent
 from capsa.oci.layout import OCILayout
+from capsa.registry.manifest import config_platform
 from capsa.rootfs.layers import LayerFile, clean_name
 
 
@@ -73,7 +74,7 @@ def docker_archive(archive: Path, workdir: Path, source: str, tag: str | None = 
         raise FormatError(f"{archive}: the image config is not a JSON object")
     layers = tuple(LayerFile(_member(workdir, layer, archive))
                    for layer in entry.get("Layers") or [])
-    return ImageContent(config, layers, platform_of(config), None, source)
+    return ImageContent(config, layers, config_platform(config), None, source)
 
 
 def _pick(entries: list[Any], tag: str | None, archive: Path) -> dict[str, Any]:

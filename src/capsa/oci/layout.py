@@ -10,15 +10,8 @@ from typing import Any
 from capsa.digest import Descriptor, Platform, hasher_for, validate_digest
 from capsa.errors import DigestMismatchError, FormatError, NotFoundError
 from capsa.jsondoc import load_file, load_object, read_document
-from capsa.oci import (
-    MAX_JSON,
-    ImageContent,
-    descriptor_from,
-    image_parts,
-    manifest_kind,
-    platform_of,
-    select_platform,
-)
+from capsa.oci import MAX_JSON, ImageContent, image_manifest, is_index
+from capsa.registry.manifest import config_platform, parse_descriptor, select_manifest
 from capsa.rootfs.layers import LayerFile
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -63,7 +56,7 @@ class OCILayout:
 
     def top_descriptor(self, tag: str | None) -> Descriptor:
         """The index entry named *tag*, or the only one."""
-        entries = [descriptor_from(m, "index.json") for m in self.index().get("manifests") or []]
+        entries = _entries(self.index(), "index.json")
         if tag is not None:
             for entry in entries:
                 name = dict(entry.annotations).get(REF_NAME, "")
@@ -78,21 +71,30 @@ class OCILayout:
                             "oci:DIR:TAG")
 
     def image(self, tag: str | None, platform: Platform, source: str = "") -> ImageContent:
+        """The image *tag* names (an index: its manifest for *platform*)."""
         desc = self.top_descriptor(tag)
-        for _depth in range(4):  # index -> manifest (nested indexes are rare)
-            doc = load_object(self.read_blob(desc, "manifest"), f"manifest {desc.digest}")
-            if manifest_kind(doc, desc.media_type) == "manifest":
-                return self._content(desc, doc, source)
-            entries = [descriptor_from(m, "index") for m in doc.get("manifests") or []]
-            desc = select_platform(entries, platform)
-        raise FormatError(f"{self.root}: image indexes nested too deeply")
+        doc = self._document(desc)
+        if is_index(doc, desc.media_type):
+            desc = select_manifest(_entries(doc, "index"), platform)
+            doc = self._document(desc)
+        return self._content(desc, doc, source)
 
-    def _content(self, desc: Descriptor, manifest: dict[str, Any], source: str) -> ImageContent:
-        config_desc, layer_descs = image_parts(manifest)
-        config = load_object(self.read_blob(config_desc, "image config"), "image config")
-        layers = tuple(self.layer(d) for d in layer_descs)
-        return ImageContent(config, layers, platform_of(config), desc.digest, source,
-                            config_desc.digest)
+    def _document(self, desc: Descriptor) -> dict[str, Any]:
+        return load_object(self.read_blob(desc, "manifest"), f"manifest {desc.digest}")
+
+    def _content(self, desc: Descriptor, doc: dict[str, Any], source: str) -> ImageContent:
+        manifest = image_manifest(doc, desc.media_type)
+        config = load_object(self.read_blob(manifest.config, "image config"), "image config")
+        layers = tuple(self.layer(d) for d in manifest.layers)
+        return ImageContent(config, layers, config_platform(config), desc.digest, source,
+                            manifest.config.digest)
+
+
+def _entries(index: dict[str, Any], what: str) -> list[Descriptor]:
+    manifests = index.get("manifests") or []
+    if not isinstance(manifests, list):
+        raise FormatError(f"{what}: its manifests are not a list")
+    return [parse_descriptor(entry, f"{what} entry {i}") for i, entry in enumerate(manifests)]
 
 
 def check_bytes(data: bytes, desc: Descriptor) -> None:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from capsa import report
 from capsa.content import ContentCache
 from capsa.errors import CapsaError
+from capsa.jsondoc import load, load_object
 from capsa.oci import ImageContent
 from capsa.rootfs.layers import SyntheticEntry
 from capsa.sif import DataType, NewObject, SifImage
@@ -90,16 +91,14 @@ def _labels(entry: SyntheticEntry | None) -> dict[str, str]:
     if entry is None:
         return {}
     try:
-        loaded = json.loads(entry.data)
-    except ValueError:
+        loaded = load(entry.data, "the image's labels")
+    except CapsaError:
         return {}
     return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
 
 
 def recorded(sif: SifImage) -> Provenance | None:
     """The provenance a SIF records, or None."""
-    from capsa.jsondoc import load_object
-
     found = [d for d in sif.select(data_type=DataType.GENERIC_JSON) if d.name == METADATA_NAME]
     if len(found) != 1 or found[0].size > _MAX_METADATA:
         return None

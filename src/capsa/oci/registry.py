@@ -15,10 +15,11 @@ from capsa.content import ContentCache
 from capsa.digest import Descriptor, Platform, hasher_for
 from capsa.errors import DigestMismatchError, FormatError
 from capsa.jsondoc import load_object
-from capsa.oci import MAX_JSON, ImageContent, platform_of
+from capsa.oci import MAX_JSON, ImageContent, check_layer_types
 from capsa.oci.layout import check_bytes
 from capsa.reference import parse_reference
 from capsa.registry import RegistryClient, RegistryOptions, ResolvedImage, open_client
+from capsa.registry.manifest import config_platform
 from capsa.rootfs.layers import LayerFile
 
 log = report.getLogger("capsa.oci.registry")
@@ -49,6 +50,7 @@ def resolve(name: str, platform: Platform, options: RegistryOptions | None) -> R
 def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
           source: str) -> ImageContent:
     """Config and layers into *cache*; the layers as files to convert."""
+    check_layer_types(image.resolved.layers)
     cache.ensure()
     config_desc = image.resolved.config
     if config_desc.size > MAX_JSON:
@@ -60,7 +62,7 @@ def fetch(image: RemoteImage, cache: ContentCache, progress: Progress | None,
     with ThreadPoolExecutor(max_workers=workers) as pool:
         paths = list(pool.map(lambda d: _layer(image, cache, d, progress), layers))
     files = tuple(LayerFile(p) for p in paths)
-    platform = platform_of(config)
+    platform = config_platform(config)
     if not platform.architecture:
         platform = image.platform
     return ImageContent(config, files, platform, image.manifest_digest, source,

@@ -51,11 +51,14 @@ API:
 - :class:`ResolvedImage`: ``reference`` (where it was found), ``manifest``
   (descriptor), ``manifest_bytes``, ``config``, ``layers``, ``platform``,
   ``index``, ``annotations``.
-- :func:`capsa.registry.manifest.config_platform` reads an image config's
-  platform: compare it with the one asked for when a registry served a
-  single manifest (no index), as ``resolve`` can not know it.
-- Tests: :class:`capsa.registry.fake.MemoryRegistry` is an in-memory
-  registry that is also a :class:`Transport`.
+- :mod:`capsa.registry.manifest` is the one parser of descriptors,
+  manifests and indexes and the one platform selector
+  (:func:`~capsa.registry.manifest.select_manifest`, containers/image's
+  variant rules) for every OCI source, ``oci:`` layouts included;
+  :func:`~capsa.registry.manifest.config_platform` reads an image config's
+  platform.
+- Tests: ``MemoryRegistry`` (``tests/support/memory_registry.py``) is an
+  in-memory registry that is also a :class:`Transport`.
 
 Modules: ``transport`` (the one network choke point), ``auth`` (sans-I/O
 challenges and tokens), ``credentials`` (auth files), ``config``

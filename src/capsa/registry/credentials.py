@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from capsa import report
+from capsa import jsondoc, report
 from capsa.errors import FormatError, NotFoundError, ToolError
 
 if TYPE_CHECKING:
@@ -81,10 +81,7 @@ class AuthFile:
             return {}
         except OSError as err:
             raise FormatError(f"cannot read auth file {self.path}: {err.strerror}") from err
-        try:
-            doc = json.loads(text) if text.strip() else {}
-        except ValueError as err:
-            raise FormatError(f"auth file {self.path} is not valid JSON: {err}") from err
+        doc = jsondoc.load(text, f"auth file {self.path}") if text.strip() else {}
         if not isinstance(doc, dict):
             raise FormatError(f"auth file {self.path} is not a JSON object")
         return doc
@@ -176,9 +173,9 @@ def helper_get(helper: str, server: str, runner: Runner | None = None) -> Creden
             log.warning("credential helper %s failed for %s", program, server)
         return None
     try:
-        doc = json.loads(done.stdout)
+        doc = jsondoc.load(done.stdout, f"the answer of {program}")
         username, secret = doc["Username"], doc["Secret"]
-    except (ValueError, KeyError, TypeError):
+    except (FormatError, KeyError, TypeError):
         log.warning("credential helper %s sent an unreadable answer", program)
         return None
     if not isinstance(username, str) or not isinstance(secret, str) or not username:

@@ -1,7 +1,10 @@
 """Manifests and indexes as data: parsing (hostile input: every field is
 checked), platform matching, and the host's platform.
 
-Pure functions; :mod:`capsa.registry.client` fetches the bytes.
+The one descriptor parser and the one platform selector of every OCI
+source: :mod:`capsa.registry.client` (``docker://``) and :mod:`capsa.oci`
+(``oci:``, ``oci-archive:``) hand their bytes here, so that one index gives
+one choice whichever way it arrived.  Pure functions.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ _MACHINES: dict[str, tuple[str, str]] = {
     "ppc64le": ("ppc64le", ""), "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
     "mips64": ("mips64", ""), "loongarch64": ("loong64", ""),
 }
-_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
 
 
 def host_platform() -> Platform:
@@ -60,19 +62,69 @@ def parse_platform(text: str) -> Platform:
     raise UsageError(f"invalid platform {text!r}: expected os/arch[/variant]")
 
 
-def platform_matches(have: Platform, want: Platform) -> bool:
-    if have.os != want.os or have.architecture != want.architecture:
-        return False
+# containers/image's variant compatibility: per architecture, its variants
+# from the most capable to the most compatible.  A CPU of one variant runs
+# those after it too (an arm/v7 CPU runs arm/v6 and arm/v5 images).
+_COMPATIBLE_VARIANTS: dict[str, tuple[str, ...]] = {
+    "arm": ("v8", "v7", "v6", "v5"),
+    "arm64": ("v8",),
+}
+
+
+def wanted_variants(want: Platform) -> tuple[str, ...]:
+    """The variants an index entry may carry for *want*, best first, in
+    containers/image's order: the asked-for variant, the older ones it
+    runs, then an entry that names no variant; with no variant asked for,
+    the entry that names none first, then every known variant."""
+    known = _COMPATIBLE_VARIANTS.get(want.architecture, ())
     if not want.variant:
-        return True
-    default = _DEFAULT_VARIANT.get(want.architecture, "")
-    return (have.variant or default) == (want.variant or default)
+        return ("", *known)
+    if want.variant in known:
+        return (*known[known.index(want.variant):], "")
+    return (want.variant, "")
 
 
-def _platform_score(have: Platform, want: Platform) -> int:
-    """Among matches, prefer the wanted (or default) variant exactly."""
-    wanted = want.variant or _DEFAULT_VARIANT.get(want.architecture, "")
-    return 1 if (have.variant or _DEFAULT_VARIANT.get(have.architecture, "")) == wanted else 0
+def platform_rank(have: Platform, want: Platform) -> int | None:
+    """How well an image for *have* fits *want* (0 is best), or ``None``
+    when it does not run there.  An unknown variant fits only when no
+    variant was asked for (as Apptainer's go-containerregistry takes it),
+    after every known one."""
+    if have.os != want.os or have.architecture != want.architecture:
+        return None
+    variants = wanted_variants(want)
+    if have.variant in variants:
+        return variants.index(have.variant)
+    return None if want.variant else len(variants)
+
+
+def platform_matches(have: Platform, want: Platform) -> bool:
+    return platform_rank(have, want) is not None
+
+
+def select_manifest(entries: Sequence[Descriptor], want: Platform) -> Descriptor:
+    """The one platform selector (``docker://``, ``oci:``, ``oci-archive:``):
+    the image manifest among *entries* that fits *want* best, the first of
+    equals in the index's order; :class:`NotFoundError` naming the
+    platforms there are otherwise.  Entries without a platform, and entries
+    that are not image manifests (nested indexes, artifacts), never match."""
+    best: tuple[int, Descriptor] | None = None
+    for entry in entries:
+        if entry.platform is None or entry.media_type not in MANIFEST_TYPES:
+            continue
+        rank = platform_rank(entry.platform, want)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, entry)
+    if best is not None:
+        return best[1]
+    have = ", ".join(platform_names(entries)) or "none"
+    raise NotFoundError(f"no image for platform {want} in the index "
+                        f"(it has: {have}); choose one with --arch or --platform")
+
+
+def platform_names(entries: Sequence[Descriptor]) -> list[str]:
+    """The platforms an index offers, attestations (``unknown``) left out."""
+    return [str(d.platform) for d in entries
+            if d.platform is not None and d.platform.os != "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +145,11 @@ class Index:
     manifests: tuple[Descriptor, ...]
 
     def platforms(self) -> list[str]:
-        return [str(d.platform) for d in self.manifests
-                if d.platform is not None and d.platform.os != "unknown"]
+        return platform_names(self.manifests)
 
     def select(self, want: Platform) -> Descriptor:
-        """The manifest for *want*; :class:`NotFoundError` naming the
-        platforms there are otherwise."""
-        matches = [d for d in self.manifests if d.platform is not None
-                   and d.media_type in MANIFEST_TYPES and platform_matches(d.platform, want)]
-        if matches:
-            return max(matches, key=lambda d: _platform_score(d.platform or want, want))
-        have = ", ".join(self.platforms()) or "none"
-        raise NotFoundError(f"no image for platform {want} in the index "
-                            f"(it has: {have}); choose one with --arch or --platform")
+        """The manifest for *want* (:func:`select_manifest`)."""
+        return select_manifest(self.manifests, want)
 
 
 def media_type_of(doc: Mapping[str, Any], content_type: str) -> str:
@@ -132,6 +176,9 @@ def _str(obj: Mapping[str, Any], key: str, what: str, required: bool = True) -> 
 
 
 def parse_descriptor(obj: Any, what: str) -> Descriptor:
+    """The one parser of descriptors (index entries, configs, layers) from
+    registries, layouts and archives: every field checked, a
+    :class:`FormatError` naming *what* otherwise."""
     if not isinstance(obj, Mapping):
         raise FormatError(f"{what} is not a JSON object")
     size = obj.get("size")
@@ -195,12 +242,13 @@ def check_kind(media_type: str) -> str:
 
 
 def config_platform(config: Mapping[str, Any]) -> Platform:
-    """The platform an image config says it is for (``architecture``,
-    ``os``, ``variant``), to compare with what was asked for when the
-    registry had a single manifest rather than an index."""
-    arch = config.get("architecture")
-    os_name = config.get("os")
+    """The platform an image config says it is for (``os``,
+    ``architecture``, ``variant``).  A field left out reads as ``linux``,
+    ``""``, ``""`` (the caller then keeps the platform it asked for); a
+    field that is not a string is a :class:`FormatError`."""
+    os_name = config.get("os") or "linux"
+    arch = config.get("architecture") or ""
     variant = config.get("variant") or ""
     if not isinstance(arch, str) or not isinstance(os_name, str) or not isinstance(variant, str):
-        raise FormatError("the image config has no valid architecture/os")
+        raise FormatError("the image config's os, architecture or variant is not a string")
     return Platform(os_name, arch, variant)

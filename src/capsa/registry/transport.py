@@ -5,7 +5,7 @@ and returns the response, nothing more (no redirects, no auth, no retries:
 :class:`HTTPTransport` is the real one, on :mod:`http.client`, with a
 thread-safe pool of keep-alive connections per origin, so parallel blob
 downloads reuse connections.  Tests hand the client an in-memory transport
-instead (:class:`capsa.registry.fake.MemoryRegistry`).
+instead (``MemoryRegistry`` in the tests' ``support/memory_registry.py``).
 
 Connection failures become :class:`capsa.errors.RegistryError` with one
 clear line (unknown host, connection refused, TLS failure, timeout).

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
-from capsa import report
+from capsa import programs, report
 from capsa.errors import ToolError, UsageError
 from capsa.runtime.spec import DEFAULT_PATH, LIBS_DIR
 
@@ -342,21 +342,10 @@ def find_programs(wanted: Sequence[str], root: str, path: str) -> tuple[str, ...
     """Host paths of the programs *wanted* names, looked up on *path*."""
     found = []
     for name in wanted:
-        located = _which(name, root, path)
+        located = programs.find(name, path, root=root)
         if located is not None:
             found.append(located)
     return _unique_basenames(found)
-
-
-def _which(name: str, root: str, path: str) -> str | None:
-    candidates = [name] if name.startswith("/") else [
-        os.path.join(d, name) for d in path.split(os.pathsep) if d.startswith("/")
-    ]
-    for candidate in candidates:
-        host = _under(root, candidate)
-        if os.path.isfile(host) and os.access(host, os.X_OK):
-            return host
-    return None
 
 
 def find_data_files(wanted: Sequence[str], root: str) -> tuple[tuple[str, str], ...]:
@@ -501,7 +490,7 @@ def plan_from_nvccli_listing(listing: str, *, contain: bool, visible: str,
 def nvccli_plan(environ: Mapping[str, str], *, contain: bool, runner: Runner,
                 unprivileged: bool, machine: tuple[int, int] | None = None) -> GpuPlan:
     """The plan for ``--nvccli``: ask ``nvidia-container-cli`` what to bind."""
-    program = _find_program("nvidia-container-cli", environ)
+    program = programs.find("nvidia-container-cli", environ.get("PATH") or DEFAULT_PATH)
     if program is None:
         raise ToolError("nvidia-container-cli not found in PATH: --nvccli needs "
                         "the NVIDIA container toolkit (libnvidia-container-tools); "
@@ -518,10 +507,6 @@ def nvccli_plan(environ: Mapping[str, str], *, contain: bool, runner: Runner,
                    request.env, (*request.warnings, *found.warnings))
 
 
-def _find_program(name: str, environ: Mapping[str, str]) -> str | None:
-    return _which(name, "/", environ.get("PATH") or DEFAULT_PATH)
-
-
 # --- the runtime's entry point ----------------------------------------------
 
 
@@ -529,8 +514,8 @@ def read_ldcache(environ: Mapping[str, str], runner: Runner,
                  ldconfig: str | None = None) -> tuple[str, str | None]:
     """``ldconfig -p`` output (of *ldconfig*, else the one on ``PATH``), or an
     empty cache and the reason it failed."""
-    program = ldconfig or _find_program(
-        "ldconfig", {"PATH": f"{environ.get('PATH') or DEFAULT_PATH}:/sbin:/usr/sbin"})
+    program = ldconfig or programs.find(
+        "ldconfig", f"{environ.get('PATH') or DEFAULT_PATH}:/sbin:/usr/sbin")
     if program is None:
         return "", "could not retrieve ld cache: ldconfig not found"
     try:

@@ -24,10 +24,10 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from capsa import children, linux, report, userns
+from capsa import children, linux, programs, report, userns
 from capsa.errors import ContainerError
 from capsa.runtime import env as envmod
-from capsa.runtime.mounts import Session, find_program
+from capsa.runtime.mounts import Session
 from capsa.runtime.spec import DEFAULT_PATH, ContainerSpec
 from capsa.runtime.tree import NoTestScript, Plan, Tree
 
@@ -42,7 +42,7 @@ def fuse_usable() -> bool:
     """Can this process open /dev/fuse (and is squashfuse_ll there)?"""
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return False
-    return find_program("squashfuse_ll") is not None
+    return programs.find("squashfuse_ll") is not None
 
 
 def launch(spec: ContainerSpec,
@@ -277,7 +277,7 @@ def _exec(spec: ContainerSpec, plan: Plan) -> None:
             argv = [*plan.wrapper, "--", *argv]
         os.execve(argv[0], argv, plan.env)
     environment = _env_without_shell(plan, forced, evaluate)
-    program = _find(plan.argv[0], environment.get("PATH", ""))
+    program = programs.find(plan.argv[0], environment.get("PATH", ""))
     if program is None:
         sys.stderr.write(f'FATAL:   "{plan.argv[0]}": executable file not found in $PATH\n')
         sys.stderr.flush()
@@ -308,16 +308,6 @@ def _env_without_shell(plan: Plan, forced: dict[str, str], evaluate: bool) -> di
         except OSError:
             continue
     return envmod.final_env(environment, forced, evaluate=evaluate)
-
-
-def _find(program: str, path: str) -> str | None:
-    if "/" in program:
-        return program
-    for directory in path.split(":"):
-        candidate = os.path.join(directory or ".", program)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 __all__ = ["fuse_usable", "launch"]

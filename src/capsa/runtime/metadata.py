@@ -134,9 +134,9 @@ def _host_root() -> bool:
 def _read_extracted(image: ImageSpec) -> dict[str, bytes]:
     session = Session(session_tmpdir(), rootless=not _host_root())
     try:
-        from capsa.runtime.mounts import which_or_fail
+        from capsa.programs import require
 
-        argv = [which_or_fail("unsquashfs"), "-n", "-q", "-no-xattrs"]
+        argv = [require("unsquashfs"), "-n", "-q", "-no-xattrs"]
         root = session.extract(image, argv, subset=(".singularity.d", "scif"), quiet=True)
         return collect(root)
     finally:

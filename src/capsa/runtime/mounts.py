@@ -13,7 +13,8 @@ import os
 from collections.abc import Iterator
 
 from capsa import children, linux, report, tempdirs
-from capsa.errors import ContainerError, EnvironmentFailure
+from capsa.errors import ContainerError
+from capsa.programs import require
 from capsa.runtime.spec import ImageSpec, OverlaySpec
 
 log = report.getLogger("capsa.runtime.mounts")
@@ -107,7 +108,7 @@ class Session:
 
         *allow_other*: every user of our namespace may read it (a fakeroot
         namespace maps several, and package managers switch to them)."""
-        program = which_or_fail("squashfuse_ll")
+        program = require("squashfuse_ll")
         fuse_fd = os.open("/dev/fuse", os.O_RDWR)
         options = f"fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}"
         if allow_other:
@@ -144,7 +145,7 @@ class Session:
         with _image_fd(image) as fd:
             _copy_range(fd, image.path, source, image.offset, image.size)
         dest = self.extracted + "/root"
-        argv = runner_argv or [which_or_fail("unsquashfs"), "-n", "-q", "-no-xattrs"]
+        argv = runner_argv or [require("unsquashfs"), "-n", "-q", "-no-xattrs"]
         try:
             DEFAULT_RUNNER.run([*argv, "-d", dest, source, *subset])
         finally:
@@ -224,24 +225,6 @@ class Session:
             if fd >= 0:
                 _quietly(os.close, fd)
         self._lock = self._sandbox_lock = -1
-
-
-def find_program(program: str) -> str | None:
-    """*program* on PATH (or the default PATH), like shutil.which, without
-    importing the subprocess machinery on the exec path."""
-    path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-    for directory in path.split(":"):
-        candidate = os.path.join(directory or ".", program)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def which_or_fail(program: str) -> str:
-    found = find_program(program)
-    if found is None:
-        raise EnvironmentFailure(f"{program} not found in PATH; please install it")
-    return found
 
 
 def _overlay_lower(path: str) -> str:

@@ -19,7 +19,7 @@ from capsa.builder.agents import AgentContext, Base
 from capsa.builder.sandbox import host_root, is_root
 from capsa.deffile.model import Stage
 from capsa.errors import EnvironmentFailure, ToolError, UsageError
-from capsa.proc import require
+from capsa.programs import require
 from capsa.userns import current_map
 
 log = report.getLogger("capsa.builder")
