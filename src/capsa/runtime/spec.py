@@ -98,3 +98,6 @@ class ContainerSpec(NamedTuple):
     idmap: IdMap | None = None
     fakeroot_tool: FakerootTool | None = None
     fakeroot_state: str | None = None
+    # The job step whose ranks on this node share one container
+    # (capsa.runtime.sharens.job_key); None: a container of its own.
+    share_key: str | None = None

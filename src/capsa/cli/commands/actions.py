@@ -105,6 +105,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         else:
             add(flag, metavar="VALUE", help=text)
     add("--oom-kill-disable", action="store_true", help="disable OOM killer")
+    add("--share-ns", metavar="KEY",
+        help="share one container (user namespace, image mount) with the other processes "
+             "on this node that give the same KEY and options (the ranks of a Slurm job "
+             "step or an MPI job share theirs without it)")
+    add("--no-share-ns", action="store_true",
+        help="a container of its own, even as a rank of a Slurm or MPI job")
     # Not registry_flags.add_registry_flags: that module stays off the exec
     # path (tests/cli/test_import_budget.py); registry_options() reads these.
     add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
@@ -291,7 +297,26 @@ def build_spec(args: argparse.Namespace) -> ContainerSpec:
         use_fuse=not args.unsquash, gpu=_gpu(args), limits=limits, idmap=idmap,
         fakeroot_tool=fakeroot_tool,
         fakeroot_state=os.path.abspath(args.fakeroot_state) if args.fakeroot_state else None,
+        share_key=_share_key(args),
     )
+
+
+# The variables that make a process a rank of a job (sharens.JOB_VARIABLES,
+# repeated here: a lone exec does not import that module).
+_JOB_VARIABLES = ("PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid", "SLURM_STEP_ID")
+
+
+def _share_key(args: argparse.Namespace) -> str | None:
+    """The key of the container this process shares with the other ranks
+    of its job on this node (None: one of its own)."""
+    if getattr(args, "no_share_ns", False):
+        return None
+    explicit = getattr(args, "share_ns", None)
+    if not explicit and not any(os.environ.get(name) for name in _JOB_VARIABLES):
+        return None
+    from capsa.runtime.sharens import job_key
+
+    return job_key(os.environ, explicit)
 
 
 def _user_namespace(args: argparse.Namespace) -> tuple[IdMap | None, FakerootTool | None]:
