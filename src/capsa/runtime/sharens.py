@@ -146,7 +146,7 @@ class Meeting:
         """Leave: remove the file if this rank holds the door (it set the
         container up and failed, or tore it down), then let go of every lock."""
         if self.door:
-            _quietly_unlink(self.path)
+            _unlink_ours(self.path, self.fd)
         os.close(self.fd)
         if self.door:
             _sweep(os.path.dirname(self.path))
@@ -192,13 +192,20 @@ def _enter(path: str, fd: int, text: str) -> Meeting | None:
             os.close(fd)
             return None
         owner = _verified_owner(pid, start, root)
+        if owner is None:
+            # Its first rank is gone (killed), or is not who it should be:
+            # a new file, so that nothing of the old one is waited for.
+            log.debug("meeting file %s names no live rank of this user; replacing it", path)
+            _unlink_ours(path, fd)
+            os.close(fd)
+            raise _Busy()
     if not _try_lock(fd, fcntl.LOCK_SH, _PRESENCE):  # the last rank is tearing it down
         _close_owner(owner)
         os.close(fd)
         raise _Busy()
     meeting = Meeting(path, fd, text, owner)
     if owner is None:
-        os.ftruncate(fd, 0)  # empty, or left by a rank that was killed
+        os.ftruncate(fd, 0)  # a rank killed while setting up may have left a start
         log.debug("setting up the container shared by ranks of %s", path)
     else:
         _unlock(fd, _DOOR)
@@ -412,6 +419,16 @@ def _try_lock(fd: int, how: int, byte: int, length: int = 1) -> bool:
 
 def _unlock(fd: int, byte: int) -> None:
     fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+
+
+def _unlink_ours(path: str, fd: int) -> None:
+    """Remove *path* if it still names the file open at *fd* (another rank
+    may have replaced a file it found stale)."""
+    try:
+        if os.path.samestat(os.stat(path), os.fstat(fd)):
+            os.unlink(path)
+    except OSError:
+        return
 
 
 def _quietly_unlink(path: str) -> None:
