@@ -199,3 +199,74 @@ def settled(tmpdir: Path, marker: str, timeout: float = 20) -> list[str]:
         time.sleep(0.1)
         found = leftovers(tmpdir, marker)
     return found
+
+
+# -- Slurm jobs ---------------------------------------------------------------------
+
+def in_slurm(capsa: Capsa, slurm: SlurmCluster, job: Path, launcher: list[str], *args: str,
+             timeout: float = 300) -> Result:
+    """A Slurm command (srun, sbatch, salloc) as *capsa*'s user; a variable
+    no launcher sets is in its environment too, to see --cleanenv drop it."""
+    env = rank_env(capsa, job / "tmp", {**slurm.env(), "NOT_A_LAUNCHER_VARIABLE": "1"})
+    return launched(capsa, launcher, *args, env=env, cwd=job, timeout=timeout)
+
+
+def job_script(job: Path, body: str) -> Path:
+    script = job / "job.sh"
+    script.write_text(f"#!/bin/sh\nexport TMPDIR={job / 'tmp'}\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def started_job(capsa: Capsa, slurm: SlurmCluster, job: Path, image: Path,
+                *sbatch_flags: str) -> str:
+    """Submit two ranks that sleep; their job id once both run."""
+    capsa_argv = " ".join(capsa.argv("exec", "-B", f"{job / 's'}:/s", str(image), "sh", "-c",
+                                      "'touch /s/started.$SLURM_PROCID; exec sleep 300'"))
+    script = job_script(job, f"srun -n 2 {capsa_argv}")
+    result = in_slurm(capsa, slurm, job, ["sbatch", "--parsable", "-n", "2", *sbatch_flags,
+                                          "-o", str(job / "out"), str(script)])
+    assert result.returncode == 0, f"{result}\n{slurm.logs()}"
+    job_id = result.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 60
+    while not all((job / "s" / f"started.{n}").exists() for n in range(2)):
+        assert time.monotonic() < deadline, f"the job did not start\n{slurm.logs()}"
+        time.sleep(0.1)
+    assert leftovers(job / "tmp", str(job)) != []  # running: there is something to stop
+    return job_id
+
+
+@pytest.fixture(scope="session")
+def time_limited(slurm: SlurmCluster, images: dict[str, Path],
+                 source_copy: Path) -> Iterator[tuple[str, Path]]:
+    """A job of the test user with a one-minute limit (Slurm counts in
+    minutes, and acts on its periodic pass): submitted before the first test
+    here, so that it runs out while the others run (and the MPI image builds)."""
+    if not is_root():
+        pytest.skip("running as the test user needs root")
+    job = Path(tempfile.mkdtemp(prefix="t-limit-", dir=SCRATCH))
+    job.chmod(0o1777)
+    for name in ("tmp", "s"):
+        (job / name).mkdir(mode=0o1777)
+        (job / name).chmod(0o1777)
+    image = job / "image.sif"  # its own: other tests count the FUSE servers of theirs
+    shutil.copy(images["sif"], image)
+    capsa = Capsa(ensure_test_user(), source_copy)
+    job_id = started_job(capsa, slurm, job, image, "--time=1")
+    try:
+        yield job_id, job
+    finally:
+        slurm.run("scancel", job_id)
+        slurm.wait_gone(job_id)
+        shutil.rmtree(job, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _time_limited_first(request: pytest.FixtureRequest) -> None:
+    """The first test here starts the time-limited job (where Slurm runs);
+    if that fails, only test_time_limit_leaves_nothing says so."""
+    if unavailable() is None:
+        try:
+            request.getfixturevalue("time_limited")
+        except (Exception, pytest.skip.Exception):
+            return

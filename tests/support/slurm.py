@@ -51,15 +51,14 @@ class SlurmCluster:
         out = self.run("squeue", "-h", "-o", "%i").stdout
         return [line.strip() for line in out.splitlines() if line.strip()]
 
-    def wait_idle(self, timeout: float = 60) -> None:
-        """Until no job is queued or running (and the node is idle again)."""
+    def wait_gone(self, job_id: str, timeout: float = 60) -> None:
+        """Until the job *job_id* has ended and its processes are reaped."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            node = self.run("sinfo", "-h", "-N", "-o", "%t").stdout.strip()
-            if not self.jobs() and node.startswith("idle"):
+            if job_id not in self.jobs():
                 return
             time.sleep(0.2)
-        raise AssertionError(f"jobs still there: {self.jobs()}\n{self.logs()}")
+        raise AssertionError(f"job {job_id} still there: {self.jobs()}\n{self.logs()}")
 
     def logs(self) -> str:
         parts = []
@@ -70,6 +69,13 @@ class SlurmCluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
+        """Cancel what still runs, let its step daemons finish, stop the
+        daemons and remove the directory."""
+        if self.daemons and self.daemons[-1].poll() is None:
+            self.run("scancel", "--partition=debug")
+            deadline = time.monotonic() + 15
+            while self._step_daemons() and time.monotonic() < deadline:
+                time.sleep(0.2)
         for proc in reversed(self.daemons):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -79,7 +85,31 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self._stop_step_daemons()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def _step_daemons(self) -> list[int]:
+        """The slurmstepd processes of this cluster's jobs (by SLURM_CONF)."""
+        wanted = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if (entry / "comm").read_text().startswith("slurmstepd") and \
+                        wanted in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    def _stop_step_daemons(self) -> None:
+        """Those that outlived slurmd, trying to report to it."""
+        for pid in self._step_daemons():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
 
 
 def unavailable() -> str | None:
@@ -105,6 +135,10 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         cluster.daemons.append(_start_munge(base))
         cluster.conf.write_text(_slurm_conf(base))
         cluster.conf.chmod(0o644)
+        # The PMIx plugin's per-step directories, else /tmp/spmix_appdir_*.
+        (base / "mpi.conf").write_text(f"PMIxCliTmpDirBase={base / 'pmix'}\n")
+        (base / "pmix").mkdir(mode=0o1777)
+        (base / "pmix").chmod(0o1777)
         env = {**os.environ, **cluster.env()}
         cluster.daemons.append(subprocess.Popen(
             ["slurmctld", "-D", "-i", "-f", str(cluster.conf)], env=env,
@@ -174,9 +208,10 @@ SelectTypeParameters=CR_CPU
 ReturnToService=2
 KillWait=3
 MinJobAge=2
+FirstJobId={1000 + int.from_bytes(os.urandom(3), "big")}
 InactiveLimit=0
 NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE OverSubscribe=YES State=UP
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE OverSubscribe=FORCE:4 State=UP
 """
 
 
