@@ -9,7 +9,7 @@ Layout (as Apptainer's, under ``$APPTAINER_CACHEDIR/cache``, default
 
 Clusters share caches, so every entry is written to a temporary name in the
 same directory and renamed into place only once complete and verified, under
-an exclusive ``flock`` for its key: N processes asking for one blob download
+an exclusive ``fcntl`` lock for its key: N processes asking for one blob download
 it once, the others wait and reuse it.  A process killed at any moment leaves
 at most a ``.tmp-*`` file, which nothing trusts and ``cache clean`` removes.
 Entries are checked again on reuse (size at once, digest while they are read),
@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -113,13 +114,15 @@ class ContentCache:
     # -- locking ------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock shared by every process using this cache."""
+        """An exclusive lock shared by every process (and thread) using this
+        cache, on this host or another one sharing it over NFS."""
         path = self.root / ".locks" / name
-        # Read-only is enough for flock, and works on a lock file that another
-        # user of a shared cache created.
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:  # another user's, in a shared cache
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _lock_exclusive(fd)
             yield
         finally:
             os.close(fd)
@@ -166,6 +169,25 @@ class ContentCache:
     def top_entries(self, kind: str) -> list[Entry]:
         """What ``cache clean`` removes: the top level of the type's directory."""
         return list(_listing(kind, self.dir_for(kind), temporaries=True))
+
+
+# struct flock {short l_type, l_whence; off_t l_start, l_len; pid_t l_pid}:
+# a write lock of the whole file.
+_WHOLE_FILE = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+
+
+def _lock_exclusive(fd: int) -> None:
+    """An ``fcntl`` record lock on the whole file open at *fd*, owned by
+    that open file (threads exclude each other, as with ``flock``): NFS
+    carries record locks between hosts, where ``flock`` is only emulated and
+    needs write access.  ``flock`` where the file is read-only to us (this
+    host only) or the kernel predates such locks."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _WHOLE_FILE)
+    except OSError as err:
+        if err.errno not in (errno.EBADF, errno.EINVAL):
+            raise
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _listing(kind: str, base: Path, temporaries: bool = False) -> Iterator[Entry]:
