@@ -147,6 +147,25 @@ def test_ranks_killed_with_sigkill_leave_a_key_the_next_job_can_use(
     assert squashfuse_count(images["sif"]) == 0
 
 
+def test_sharens_shares_between_children_of_one_parent(capsa_user: Capsa,
+                                                      images: dict[str, Path],
+                                                      work: Path) -> None:
+    """Apptainer's --sharens (also APPTAINER_SHARENS=1): one shell's three
+    containers are one; another shell's is its own."""
+    capsa = " ".join(capsa_user.argv("exec", "--sharens", "-B", f"{work / 's'}:/s",
+                                      str(images["sif"]), "sh", "-c",
+                                      f"'readlink /proc/self/ns/user > /s/ns.$R; {BARRIER}'"))
+    shell = " ".join(f"R={n} {capsa} &" for n in range(3)) + " wait"
+    parents = [background(capsa_user, ["sh", "-c", shell], {"TMPDIR": str(work / "tmp")}),
+               background(capsa_user, ["sh", "-c", f"R=3 {capsa}"],
+                          {"TMPDIR": str(work / "tmp")})]
+    _wait_for([work / "s" / f"ready.{n}" for n in range(4)], parents)
+    spaces = [(work / "s" / f"ns.{n}").read_text() for n in range(4)]
+    assert len(set(spaces[:3])) == 1 and spaces[3] != spaces[0]
+    (work / "s" / "go").touch()
+    assert [r[0] for r in _finish(parents)] == [0, 0]
+
+
 # -- another user -----------------------------------------------------------------
 
 @pytest.mark.parametrize("plant", ["directory", "symlink"])

@@ -81,6 +81,14 @@ def job_key(environ: Mapping[str, str], explicit: str | None = None) -> str | No
     return None
 
 
+def parent_key() -> str:
+    """Apptainer's ``--sharens``: the containers of one parent process share
+    (its start time guards against a recycled PID)."""
+    parent = os.getppid()
+    identity = _process_identity(parent)
+    return f"parent-{parent}-{identity[1] if identity else 0}"
+
+
 def shareable(spec: ContainerSpec) -> bool:
     """Containers that ranks may share: not a writable sandbox (a build's
     ``%post``, one writer), nor one with a fakeroot(1) database."""

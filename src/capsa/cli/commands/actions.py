@@ -28,7 +28,7 @@ _NO_MOUNT = ("proc", "sys", "dev", "devpts", "home", "tmp", "hostfs", "cwd", "bi
 # Boolean flags that Apptainer also reads from APPTAINER_<NAME> / SINGULARITY_<NAME>.
 _ENV_FLAGS = ("contain", "containall", "cleanenv", "no_home", "writable", "writable_tmpfs",
               "fakeroot", "pid", "ipc", "no_init", "unsquash", "nv", "nvccli", "rocm",
-              "ignore_subuid", "ignore_fakeroot_command")
+              "ignore_subuid", "ignore_fakeroot_command", "sharens")
 # Apptainer's resource limit flags, applied through a cgroup (capsa.runtime.cgroups).
 _LIMIT_FLAGS = {
     "--cpus": "number of CPUs available to the container",
@@ -111,6 +111,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "step or an MPI job share theirs without it)")
     add("--no-share-ns", action="store_true",
         help="a container of its own, even as a rank of a Slurm or MPI job")
+    add("--sharens", action="store_true",
+        help="share the namespace and image with other containers launched from the same "
+             "parent process")
     # Not registry_flags.add_registry_flags: that module stays off the exec
     # path (tests/cli/test_import_budget.py); registry_options() reads these.
     add("--no-https", action="store_true", help="use plain HTTP for docker:// registries")
@@ -312,11 +315,12 @@ def _share_key(args: argparse.Namespace) -> str | None:
     if getattr(args, "no_share_ns", False):
         return None
     explicit = getattr(args, "share_ns", None)
-    if not explicit and not any(os.environ.get(name) for name in _JOB_VARIABLES):
+    parent = getattr(args, "sharens", False)
+    if not (explicit or parent) and not any(os.environ.get(name) for name in _JOB_VARIABLES):
         return None
-    from capsa.runtime.sharens import job_key
+    from capsa.runtime.sharens import job_key, parent_key
 
-    return job_key(os.environ, explicit)
+    return job_key(os.environ, explicit or (parent_key() if parent else None))
 
 
 def _user_namespace(args: argparse.Namespace) -> tuple[IdMap | None, FakerootTool | None]:
