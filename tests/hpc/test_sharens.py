@@ -114,6 +114,22 @@ def test_first_rank_waits_for_the_others(capsa_user: Capsa, images: dict[str, Pa
     assert [r[0] for r in _finish([first, second])] == [0, 0]
 
 
+def test_ranks_with_pid_namespaces_share_too(capsa_user: Capsa, images: dict[str, Path],
+                                            work: Path) -> None:
+    """--pid: a joining rank keeps a monitor (the namespace is its child's),
+    and each rank is PID 1 of its own namespace in the shared container."""
+    script = f"readlink /proc/self/ns/user > /s/ns.$R; echo $$ > /s/pid.$R; {BARRIER}"
+    procs = [_rank(capsa_user, images["sif"], work, "job-9", script, "--pid", number=n)
+             for n in range(2)]
+    _wait_for([work / "s" / f"ready.{n}" for n in range(2)], procs)
+    assert len({(work / "s" / f"ns.{n}").read_text() for n in range(2)}) == 1
+    (work / "s" / "go").touch()
+    assert [r[0] for r in _finish(procs)] == [0, 0]
+    # sh -c runs as the child of each namespace's init
+    assert [(work / "s" / f"pid.{n}").read_text().strip() for n in range(2)] == ["2", "2"]
+    assert settled(work / "tmp", str(work)) == []
+
+
 def test_different_options_make_different_containers(capsa_user: Capsa,
                                                      images: dict[str, Path],
                                                      work: Path) -> None:

@@ -10,7 +10,9 @@ image, instead of a namespace and a FUSE server each:
   ``capsa exec`` does (:func:`capsa.runtime.launcher.launch`) and publishes
   where it is;
 - the **others** join its namespaces with ``setns`` (as ``exec
-  instance://`` joins an instance) and start their command in the same tree;
+  instance://`` joins an instance) and become their command in the same
+  tree (no process of capsa stays for them), or fork it under a monitor of
+  their own when they ask for a PID namespace or resource limits;
 - every rank keeps its own environment, working directory, PID namespace
   choice and exit status; the first one stays until the last one has left,
   then tears the container down (its squashfuse, its mounts).
@@ -38,14 +40,15 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import sys
 import time
 import zlib
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from capsa import linux, report
 from capsa.errors import ContainerError
-from capsa.runtime.launcher import _run, launch
+from capsa.runtime.launcher import _exec, _run, enter_tree, launch, run_in_fork
 from capsa.runtime.mounts import session_tmpdir
 from capsa.runtime.spec import ContainerSpec
 from capsa.runtime.tree import NoTestScript, Plan, Tree
@@ -102,7 +105,7 @@ def launch_shared(spec: ContainerSpec) -> int:
         return launch(spec, _run)
     try:
         if meeting.owner is not None:
-            return _join(spec, meeting.owner)
+            return _join(spec, meeting.owner, meeting.fd)
         return launch(spec, meeting.serve)
     finally:
         meeting.close()
@@ -376,9 +379,10 @@ def _close_owner(owner: Owner | None) -> None:
 
 # -- joining --------------------------------------------------------------------
 
-def _join(spec: ContainerSpec, owner: Owner) -> int:
-    """Enter the first rank's namespaces, then start the command as that
-    rank's monitor starts its own (PID namespace, fork, pivot, exec)."""
+def _join(spec: ContainerSpec, owner: Owner, presence: int) -> int:
+    """Enter the first rank's namespaces, then become the command (see
+    :func:`_become_the_command`) or, with a PID namespace or resource limits,
+    start it as that rank's monitor starts its own (fork, pivot, exec)."""
     try:
         for fd, kind in owner.namespaces:
             linux.setns(fd, kind)
@@ -394,6 +398,8 @@ def _join(spec: ContainerSpec, owner: Owner) -> int:
     except NoTestScript:
         log.info("No test script found in container, exiting")
         return 0
+    if not spec.pid_ns and spec.limits is None:
+        _become_the_command(spec, plan, presence)
     try:
         return _run(spec, plan)
     finally:
@@ -401,6 +407,25 @@ def _join(spec: ContainerSpec, owner: Owner) -> int:
             from capsa.runtime.cgroups import remove
 
             remove(spec.limits)
+
+
+def _become_the_command(spec: ContainerSpec, plan: Plan, presence: int) -> NoReturn:
+    """Pivot into the tree and exec the command in this very process: a
+    joining rank needs no monitor of its own (the first rank's holds the
+    mounts), so the launcher's child is the program itself, and N ranks cost
+    one capsa process, not N.  The meeting file stays open across the exec,
+    with its presence lock, until the program ends."""
+    os.set_inheritable(presence, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+    def body() -> int:
+        enter_tree(plan)
+        linux.set_parent_death_signal(0)  # the launcher is no monitor to die with
+        _exec(spec, plan)
+        return 255  # not reached: _exec replaces the process or raises
+
+    run_in_fork(body)  # not a fork here: it ends this process with one FATAL line
 
 
 def _joined_plan(spec: ContainerSpec, root: str) -> Plan:
