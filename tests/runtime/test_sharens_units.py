@@ -12,7 +12,7 @@ import pytest
 
 from capsa.cli.commands import actions
 from capsa.runtime import sharens
-from capsa.runtime.spec import ContainerSpec, Identity, ImageSpec
+from capsa.runtime.spec import ContainerSpec, Identity, ImageSpec, OverlaySpec
 
 
 def test_job_key_order() -> None:
@@ -53,6 +53,9 @@ def test_writable_containers_and_builds_are_not_shared(tmp_path: Path) -> None:
     assert not sharens.shareable(_spec(tmp_path, writable=True))
     assert not sharens.shareable(_spec(tmp_path, fakeroot_state="/x/db"))
     assert not sharens.shareable(_spec(tmp_path, share_key=None))
+    assert not sharens.shareable(_spec(tmp_path, writable_tmpfs=True))
+    assert not sharens.shareable(_spec(tmp_path, overlays=(OverlaySpec("/o"),)))
+    assert sharens.shareable(_spec(tmp_path, overlays=(OverlaySpec("/o", readonly=True),)))
 
 
 def test_what_ranks_must_agree_on(tmp_path: Path) -> None:

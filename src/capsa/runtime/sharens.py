@@ -93,9 +93,13 @@ def parent_key() -> str:
 
 
 def shareable(spec: ContainerSpec) -> bool:
-    """Containers that ranks may share: not a writable sandbox (a build's
-    ``%post``, one writer), nor one with a fakeroot(1) database."""
-    return spec.share_key is not None and not spec.writable and spec.fakeroot_state is None
+    """Containers that ranks may share: read-only ones.  Not a writable
+    sandbox (a build's ``%post``), nor one with a fakeroot(1) database; and
+    not a writable root (``--writable-tmpfs``, a writable overlay), whose
+    changes each rank expects to be its own."""
+    writable_root = spec.writable_tmpfs or any(not o.readonly for o in spec.overlays)
+    return (spec.share_key is not None and not spec.writable and not writable_root
+            and spec.fakeroot_state is None)
 
 
 def launch_shared(spec: ContainerSpec) -> int:
