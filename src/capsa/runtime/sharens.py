@@ -170,24 +170,30 @@ class Meeting:
 def _meet(spec: ContainerSpec) -> Meeting | None:
     """Find or found the container of *spec*'s ranks (None: run alone)."""
     text = _meeting_text(spec)
-    for _attempt in range(_MAX_ATTEMPTS):
-        directory = _meeting_dir()
-        if directory is None:
-            return None
-        path = f"{directory}/{_file_name(spec.share_key or '', text)}"
-        fd = _open(path)
-        if fd is None:
-            continue  # the directory went away with a last rank: make it again
-        try:
-            return _enter(path, fd, text)
-        except _Busy:
-            time.sleep(_RETRY_PAUSE)
-    log.warning("not sharing the container between ranks: the meeting file stayed busy")
+    try:
+        for _attempt in range(_MAX_ATTEMPTS):
+            path = f"{_meeting_dir()}/{_file_name(spec.share_key or '', text)}"
+            fd = _open(path)
+            if fd is None:
+                continue  # the directory went away with a last rank: make it again
+            try:
+                return _enter(path, fd, text)
+            except _Busy:
+                time.sleep(_RETRY_PAUSE)
+        raise _NotShared("the meeting file stayed busy")
+    except _NotShared as err:
+        log.warning("not sharing the container between ranks: %s", err)
+    except OSError as err:  # a filesystem without record locks, say
+        log.warning("not sharing the container between ranks: %s", err.strerror or err)
     return None
 
 
 class _Busy(Exception):
     """The meeting file is being torn down: try again in a moment."""
+
+
+class _NotShared(Exception):
+    """Why this rank runs a container of its own."""
 
 
 def _enter(path: str, fd: int, text: str) -> Meeting | None:
@@ -256,39 +262,36 @@ def _file_name(key: str, text: str) -> str:
     return f"{readable}-{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
 
 
-def _meeting_dir() -> str | None:
+def _meeting_dir() -> str:
     """The user's private directory of meeting files (made if missing);
-    None, with a warning, if the name is taken by anything else."""
+    :class:`_NotShared` if the name is taken by anything else."""
     path = f"{session_tmpdir()}/capsa-ranks-{os.geteuid()}"
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         pass
     except OSError as err:
-        log.warning("not sharing the container between ranks: cannot create %s: %s",
-                    path, err.strerror)
-        return None
+        raise _NotShared(f"cannot create {path}: {err.strerror}") from err
     info = os.lstat(path)
     if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid()
             or info.st_mode & 0o077):
-        log.warning("not sharing the container between ranks: %s is not a private "
-                    "directory of uid %d", path, os.geteuid())
-        return None
+        raise _NotShared(f"{path} is not a private directory of uid {os.geteuid()}")
     return path
 
 
 def _open(path: str) -> int | None:
+    """The meeting file *path*, made if missing; None if its directory is
+    gone (the last rank of another key removed it meanwhile)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise ContainerError(f"could not open the ranks' meeting file {path}: "
-                             f"{err.strerror}") from err
+        raise _NotShared(f"cannot open {path}: {err.strerror}") from err
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
         os.close(fd)
-        raise ContainerError(f"the ranks' meeting file {path} is not a file of this user")
+        raise _NotShared(f"{path} is not a file of uid {os.geteuid()}")
     return fd
 
 
