@@ -9,7 +9,7 @@ Layout (as Apptainer's, under ``$APPTAINER_CACHEDIR/cache``, default
 
 Clusters share caches, so every entry is written to a temporary name in the
 same directory and renamed into place only once complete and verified, under
-an exclusive ``flock`` for its key: N processes asking for one blob download
+an exclusive ``fcntl`` lock for its key: N processes asking for one blob download
 it once, the others wait and reuse it.  A process killed at any moment leaves
 at most a ``.tmp-*`` file (locked while it is written), which nothing trusts
 and the next writer or ``cache clean`` removes.  Entries are checked again on
@@ -40,6 +40,7 @@ import os
 import pwd
 import shutil
 import stat
+import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ TYPE_ALIASES = {"blob": "blob", "blobs": "blob", "library": "library", "oci": "o
                 "oci-tmp": "oci-tmp", "shub": "shub", "oras": "oras", "net": "net"}
 _TMP_PREFIX = ".tmp-"
 _ENTRY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _LAYOUT = ("blob", "blob/blobs", "blob/blobs/sha256", "oci-tmp", "oras", ".locks")
 
 
@@ -205,7 +207,8 @@ class ContentCache:
     # -- locking ------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock shared by every process using this cache.
+        """An exclusive lock shared by every process (and thread) using this
+        cache, on this host or another one sharing it over NFS.
 
         Without a usable lock file (one planted by another user, a symbolic
         link, a directory) it is reported and the work goes on unlocked:
@@ -216,15 +219,16 @@ class ContentCache:
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_exclusive(fd)
             yield
         finally:
             os.close(fd)
 
     def _open_lock(self, path: Path) -> int | None:
-        # Read-only is enough for flock, and works on a lock file that another
-        # (trusted) user of a shared cache created.  O_NOFOLLOW: a planted
-        # link must not make us create a file where it points.
+        # Read-write where we may (a record lock needs it, and NFS carries only
+        # those), else read-only (a lock file another trusted user of a shared
+        # cache made: flock, this host).  O_NOFOLLOW: a planted link must not
+        # make us create a file where it points.
         fd, problem = self._try_lock_file(path)
         if problem is None:
             return fd
@@ -241,7 +245,10 @@ class ContentCache:
         An existing file is opened without O_CREAT, which a sticky directory
         with fs.protected_regular would refuse for another user's file."""
         try:
-            fd = _open_or_create(path)
+            try:
+                fd = _open_or_create(path, _LOCK_FLAGS)
+            except PermissionError:
+                fd = _open_or_create(path)
         except OSError as err:
             return -1, _why(err)
         problem = self._untrusted(path, os.fstat(fd))
@@ -376,6 +383,25 @@ class ContentCache:
         return removed
 
 
+# struct flock {short l_type, l_whence; off_t l_start, l_len; pid_t l_pid}:
+# a write lock of the whole file.
+_WHOLE_FILE = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+
+
+def _lock_exclusive(fd: int) -> None:
+    """An ``fcntl`` record lock on the whole file open at *fd*, owned by
+    that open file (threads exclude each other, as with ``flock``): NFS
+    carries record locks between hosts, where ``flock`` is only emulated and
+    needs write access.  ``flock`` where the file is read-only to us (this
+    host only) or the kernel predates such locks."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _WHOLE_FILE)
+    except OSError as err:
+        if err.errno not in (errno.EBADF, errno.EINVAL):
+            raise
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 def _listing(kind: str, base: Path, temporaries: bool = False) -> Iterator[Entry]:
     try:
         names = sorted(os.listdir(base))
@@ -447,17 +473,17 @@ def _copy_range(src: BinaryIO, out: BinaryIO) -> bool:
     return done == size
 
 
-def _open_or_create(path: Path) -> int:
+def _open_or_create(path: Path, flags: int = _ENTRY_FLAGS) -> int:
     for _ in range(3):
         try:
-            return os.open(path, _ENTRY_FLAGS)
+            return os.open(path, flags)
         except FileNotFoundError:
             pass
         try:
-            return os.open(path, _ENTRY_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             continue  # another process made it meanwhile: open theirs
-    return os.open(path, _ENTRY_FLAGS)
+    return os.open(path, flags)
 
 
 def _why(err: OSError) -> str:

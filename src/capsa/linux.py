@@ -80,6 +80,16 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(fd, nstype), "setns")
 
 
+_NS_GET_OWNER_UID = 0xB704  # _IO(0xb7, 0x4), linux/nsfs.h
+
+
+def namespace_owner(fd: int) -> int:
+    """The uid that created the user namespace open at *fd*, as this
+    process's namespace sees it."""
+    raw = fcntl.ioctl(fd, _NS_GET_OWNER_UID, bytes(4))
+    return int(struct.unpack("=I", raw)[0])
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),

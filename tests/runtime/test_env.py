@@ -23,6 +23,16 @@ def test_cleanenv_keeps_term_and_proxies() -> None:
         "TERM": "xterm", "http_proxy": "p", "HTTPS_PROXY": "q", "LANG": "C"}
 
 
+def test_cleanenv_keeps_what_a_rank_needs_from_its_launcher() -> None:
+    host = {"SLURM_JOB_ID": "7", "PMIX_NAMESPACE": "slurm.pmix.7.0", "PMI_FD": "3",
+            "OMPI_COMM_WORLD_RANK": "1", "SLURMISH": "no", "FOO": "bar"}
+    assert env.host_passthrough(host, cleanenv=True) == {
+        "SLURM_JOB_ID": "7", "PMIX_NAMESPACE": "slurm.pmix.7.0", "PMI_FD": "3",
+        "OMPI_COMM_WORLD_RANK": "1", "LANG": "C"}
+    assert "SLURM_JOB_ID" not in env.host_passthrough(host, cleanenv=True,
+                                                       blocked=["SLURM_JOB_ID"])
+
+
 def test_injected_prefixes_and_precedence(reports: list[tuple[int, str, str]]) -> None:
     host = {"SINGULARITYENV_A": "old", "APPTAINERENV_A": "new", "SINGULARITYENV_B": "b",
             "APPTAINERENV_C": "c"}

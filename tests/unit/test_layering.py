@@ -118,6 +118,7 @@ SUITES = {
     "trust": "attacks on capsa across packages",
     "gpu": "--nv/--rocm/--nvccli end to end (capsa.runtime.gpu and its CLI)",
     "instance": "instances end to end (capsa.runtime.instance and its CLI)",
+    "hpc": "parallel jobs end to end: Slurm, Open MPI, ranks sharing a container (sharens)",
 }
 
 

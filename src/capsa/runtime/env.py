@@ -23,6 +23,10 @@ log = report.getLogger("capsa.runtime.env")
 _BLOCKED = ("PATH", "HOME", "LD_LIBRARY_PATH")
 _BLOCKED_PREFIXES = ("APPTAINER_", "SINGULARITY_", "APPTAINERENV_", "SINGULARITYENV_")
 _PROXIES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "ftp_proxy")
+# What a rank needs from its launcher (Slurm, PMIx, PMI, Open MPI): kept by
+# --cleanenv too, or MPI programs cannot find their launcher.  (Apptainer's
+# --cleanenv drops them; capsa keeps them on purpose, see the README.)
+_LAUNCHER_PREFIXES = ("SLURM_", "PMIX_", "PMI_", "OMPI_")
 # Injected names that steer PATH / LD_LIBRARY_PATH instead of being set.
 _PATH_KEYS = ("PREPEND_PATH", "APPEND_PATH", "PREPEND_LD_LIBRARY_PATH",
               "APPEND_LD_LIBRARY_PATH")
@@ -35,7 +39,7 @@ def host_passthrough(environ: Mapping[str, str], *, cleanenv: bool,
         environ = {k: v for k, v in environ.items() if k not in set(blocked)}
     if cleanenv:
         kept = {k: v for k, v in environ.items()
-                if k == "TERM" or k.lower() in _PROXIES}
+                if k == "TERM" or k.lower() in _PROXIES or k.startswith(_LAUNCHER_PREFIXES)}
         kept["LANG"] = "C"
         return kept
     return {k: v for k, v in environ.items()

@@ -50,7 +50,12 @@ def launch(spec: ContainerSpec,
     """Run the container described by *spec*; return its exit status.
 
     *runner* replaces the default process start once the tree is built
-    (instances start their own way, see :mod:`capsa.runtime.instance_process`)."""
+    (instances start their own way, see :mod:`capsa.runtime.instance_process`).
+    The ranks of a parallel job share one container (:mod:`capsa.runtime.sharens`)."""
+    if runner is None and spec.share_key is not None:
+        from capsa.runtime.sharens import launch_shared
+
+        return launch_shared(spec)
     rootless = not host_root(spec)
     session = Session(spec.mounts.tmpdir, rootless=rootless)
     try:

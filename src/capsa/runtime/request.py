@@ -93,6 +93,9 @@ class ContainerRequest(NamedTuple):
     network: str | None = None
     network_args: tuple[str, ...] = ()
     limits: Limits | None = None            # resource limits, parsed and usable here
+    share_ns: str | None = None             # --share-ns KEY
+    no_share_ns: bool = False
+    sharens: bool = False                   # share with the containers of the same parent
 
 
 class Host(NamedTuple):
@@ -148,7 +151,25 @@ def container_spec(request: ContainerRequest, host: Host,
         identity=identity, userns=userns,
         namespaces=NamespaceSpec(request.pid, request.ipc, _network(request),
                                  request.hostname),
-        gpu=gpu, limits=request.limits)
+        gpu=gpu, limits=request.limits, share_key=_share_key(request, host.environ))
+
+
+# The variables that make a process a rank of a job (sharens.JOB_VARIABLES,
+# repeated here: a lone exec does not import that module).
+_JOB_VARIABLES = ("PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid", "SLURM_STEP_ID")
+
+
+def _share_key(request: ContainerRequest, environ: Mapping[str, str]) -> str | None:
+    """The key of the container this process shares with the other ranks
+    of its job on this node (None: one of its own)."""
+    if request.no_share_ns or request.action == "start":
+        return None
+    explicit = request.share_ns
+    if not (explicit or request.sharens) and not any(environ.get(n) for n in _JOB_VARIABLES):
+        return None
+    from capsa.runtime.sharens import job_key, parent_key
+
+    return job_key(environ, explicit or (parent_key() if request.sharens else None))
 
 
 # -- mounts ----------------------------------------------------------------------

@@ -137,3 +137,6 @@ class ContainerSpec(NamedTuple):
     namespaces: NamespaceSpec = NamespaceSpec()
     gpu: GpuPlan | None = None
     limits: Limits | None = None  # --cpus, --memory...: the container's cgroup
+    # The job step whose ranks on this node share one container
+    # (capsa.runtime.sharens.job_key); None: a container of its own.
+    share_key: str | None = None

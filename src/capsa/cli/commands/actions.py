@@ -97,6 +97,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         else:
             add(flag, metavar="VALUE", help=text)
     add("--oom-kill-disable", action="store_true", help="disable OOM killer")
+    add("--share-ns", metavar="KEY",
+        help="share one container (user namespace, image mount) with the other processes "
+             "on this node that give the same KEY and options (the ranks of a Slurm job "
+             "step or an MPI job share theirs without it)")
+    add("--no-share-ns", action="store_true",
+        help="a container of its own, even as a rank of a Slurm or MPI job")
+    add("--sharens", action="store_true",
+        help="share the namespace and image with other containers launched from the same "
+             "parent process")
     # Not registry_flags.add_registry_flags: that module stays off the exec
     # path (tests/cli/test_import_budget.py); registry_options() reads these.
     add("--no-https", "--nohttps", dest="no_https", action="store_true",
@@ -212,7 +221,9 @@ def request_from_args(args: argparse.Namespace) -> ContainerRequest:
         unsquash=args.unsquash, no_eval=args.no_eval,
         gpus=tuple(v for v in GPU_VENDORS if getattr(args, v)), net=args.net,
         network=args.network, network_args=tuple(args.network_args),
-        limits=_resource_limits(args))
+        limits=_resource_limits(args), share_ns=getattr(args, "share_ns", None),
+        no_share_ns=getattr(args, "no_share_ns", False),
+        sharens=getattr(args, "sharens", False))
 
 
 def build_spec(args: argparse.Namespace, img: ImageSpec | None = None) -> ContainerSpec:
