@@ -11,7 +11,8 @@ first 2048 bytes, the filesystem right after its newline.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+
+from capsa.record import Record
 
 HEAD_SIZE = 2048
 _LAUNCH = b" run-singularity"
@@ -23,7 +24,7 @@ _INCOMPAT_EXT3 = 0x2 | 0x4 | 0x10  # filetype, recover, meta_bg
 _ROCOMPAT_EXT3 = 0x1 | 0x2 | 0x4  # sparse_super, large_file, btree_dir
 
 
-class LegacyImage(NamedTuple):
+class LegacyImage(Record):
     """The filesystem of a legacy image: ``"squashfs"`` or ``"ext3"``, and
     where it starts in the file."""
 

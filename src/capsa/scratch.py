@@ -19,9 +19,9 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
 
 from capsa.errors import CapsaError, NoSpaceError
+from capsa.record import Record
 
 TMP = "/tmp"
 VAR_TMP = "/var/tmp"
@@ -54,7 +54,7 @@ def _is_tmpfs(path: str) -> bool:
         return False
 
 
-class Place(NamedTuple):
+class Place(Record):
     """A directory something is written to, and what the user may set to
     move it (``APPTAINER_TMPDIR``...); no variable for a destination."""
 

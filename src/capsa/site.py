@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import NamedTuple
 
 from capsa.errors import EnvironmentFailure, FormatError, NotFoundError
+from capsa.record import Record
 
 DEFAULT_CONFIG_DIR = "/etc/capsa"
 CONFIG_NAME = "capsa.conf"
@@ -35,7 +35,7 @@ _TRUE = ("yes", "true", "1", "on")
 _FALSE = ("no", "false", "0", "off", "")
 
 
-class SiteSettings(NamedTuple):
+class SiteSettings(Record):
     """The site's settings for one run of capsa."""
 
     config_dir: str = DEFAULT_CONFIG_DIR

@@ -19,9 +19,9 @@ This module is on the ``exec`` path: it imports nothing beyond ``os``.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from capsa import children, linux, programs, report
+from capsa.record import Record
 
 log = report.getLogger("capsa.userns")
 # Where the id-map helpers and fakeroot(1) are looked up: the system's own
@@ -34,7 +34,7 @@ RANGE_COUNT = 65536
 _FULL_RANGE = 4294967295
 
 
-class IdRange(NamedTuple):
+class IdRange(Record):
     """``size`` ids from ``inside`` in the namespace, ``outside`` on the host."""
 
     inside: int
@@ -45,7 +45,7 @@ class IdRange(NamedTuple):
         return f"{self.inside} {self.outside} {self.size}"
 
 
-class IdMap(NamedTuple):
+class IdMap(Record):
     """The uid and gid maps of a user namespace, and where they came from."""
 
     kind: str                       # "own", "subuid" or "root-mapped"
@@ -72,7 +72,7 @@ class IdMap(NamedTuple):
         return f"user namespace uid map {ranges(self.uids)}, gid map {ranges(self.gids)}{source}"
 
 
-class FakerootTool(NamedTuple):
+class FakerootTool(Record):
     """The host's ``fakeroot(1)``: its script, daemon and preload library,
     the ``getopt`` the script needs, and the dynamic loader they need in a
     container (host binaries: they run only over a compatible C library)."""
@@ -84,7 +84,7 @@ class FakerootTool(NamedTuple):
     interpreter: str = ""
 
 
-class Fakeroot(NamedTuple):
+class Fakeroot(Record):
     """How ``--fakeroot`` runs here: the namespace to create (None when this
     process is already root of one) and fakeroot(1) where ids are faked."""
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from capsa.errors import UsageError
+from capsa.record import Record
 
 PREFIXES = ("APPTAINER_", "SINGULARITY_")
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
@@ -34,7 +34,7 @@ ITEMS = "items"      # a list flag: the value as one item after the flag's own (
 LINES = "lines"      # a list flag: one item per line (--mount's CSV specs)
 
 
-class EnvFlag(NamedTuple):
+class EnvFlag(Record):
     """A flag (argparse ``dest``) that the keys ``APPTAINER_<key>`` can set."""
 
     dest: str

@@ -111,6 +111,13 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument (to check the
+        # metavar), and each asks the terminal for its size: a syscall and
+        # environment reads 60 times per start.  Help is rendered by
+        # capsa.cli.helptext, so the width here never shows.
+        return argparse.HelpFormatter(prog=self.prog, width=80)
+
     def format_help(self) -> str:
         from capsa.cli.helptext import render
 

@@ -12,8 +12,8 @@ network) and raises from :mod:`capsa.errors` on bad input; it opens the
 image (once: the spec holds the descriptor) and looks at the host's files,
 but makes no namespace and mounts nothing.
 
-On the exec path: ``NamedTuple`` values (no dataclasses), and the GPU and
-cgroup modules only when asked for.
+On the exec path: :class:`capsa.record.Record` values (named tuples, no
+dataclasses), and the GPU and cgroup modules only when asked for.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from capsa import report
 from capsa.errors import ContainerError, NotFoundError, UsageError
+from capsa.record import Record
 from capsa.runtime.spec import (
     BindSpec,
     ContainerSpec,
@@ -50,7 +51,7 @@ NO_MOUNT_NAMES = ("proc", "sys", "dev", "devpts", "home", "tmp", "hostfs", "cwd"
 GPU_VENDORS = ("nv", "nvccli", "rocm")
 
 
-class ContainerRequest(NamedTuple):
+class ContainerRequest(Record):
     """What the caller asks for; every field has Apptainer's flag's meaning."""
 
     image: str                              # a SIF, squashfs or sandbox path
@@ -98,7 +99,7 @@ class ContainerRequest(NamedTuple):
     sharens: bool = False                   # share with the containers of the same parent
 
 
-class Host(NamedTuple):
+class Host(Record):
     """The caller's side of a run: environment, working directory, site."""
 
     environ: Mapping[str, str]

@@ -15,10 +15,10 @@ unmapped root):
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from capsa import linux, report
 from capsa.errors import ContainerError, NotFoundError
+from capsa.record import Record
 from capsa.runtime import env as envmod
 from capsa.runtime.mounts import Session, resolve_in_root
 from capsa.runtime.passwd import group_text, passwd_text
@@ -33,7 +33,7 @@ FAKEROOT_STATE = "fakeroot.db"
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
-class Mount(NamedTuple):
+class Mount(Record):
     """One planned mount: ``bind`` a host path, ``dev`` (a minimal /dev),
     ``sysfs`` (a fresh one) or ``dir`` (only make sure the directory exists)."""
 
@@ -45,7 +45,7 @@ class Mount(NamedTuple):
     directory: bool = True
 
 
-class Plan(NamedTuple):
+class Plan(Record):
     """What the container process needs once the tree is built."""
 
     root: str

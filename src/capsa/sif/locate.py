@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import NamedTuple
 
+from capsa.record import Record
 from capsa.sif.format import (
     DESCRIPTOR_STRUCT,
     HEADER_STRUCT,
@@ -26,7 +26,7 @@ from capsa.sif.format import (
 _MAX_DESCRIPTORS = 1 << 16
 
 
-class PartitionLocation(NamedTuple):
+class PartitionLocation(Record):
     """Where the primary system partition lies, and what it holds."""
 
     fs_type: int
