@@ -1,14 +1,21 @@
 """Pull a multi-layer image of 500+ MB from a local registry, cold cache,
 rootless, with capsa and side by side with the peers:
 
-- capsa:       ``capsa pull`` (one verified SIF, zstd squashfs);
+- capsa:       ``capsa pull`` (one verified SIF, zstd squashfs), gzip inflated
+               by ISA-L (the ``isal`` package);
+- capsa-zlib:  the same with ``isal`` hidden, so zlib inflates (the fallback);
 - apptainer:   the pipeline Apptainer runs inside ``pull``: ``skopeo copy`` to
                an OCI layout, ``umoci unpack --rootless``, ``mksquashfs -comp gzip``;
 - charliecloud: ``ch-image pull`` then ``ch-convert -o squash`` (HTTPS registry);
 - podman:      ``podman pull`` into its layer store (no single file).
 
 Prints, per tool, the median wall time and peak memory (``/usr/bin/time -v``)
-of ``--runs`` runs and the ratio to capsa.  Run as root (it installs the
+of ``--runs`` runs and the ratio to capsa; then the machine's floor, the
+slowest of the three stages a pull cannot avoid, each timed alone in the same
+run: download (``skopeo copy`` of the blobs to a directory), inflate (every
+layer through ISA-L, one after the other, as capsa does; zlib for reference)
+and compress (``tar2sqfs`` zstd level 3 on the merged tree, as capsa packs),
+and capsa's ratio to it (goal: 1.3 or less).  Run as root (it installs the
 peers from ``benchmarks/pull/apt-packages.txt``, builds the image with
 debootstrap, starts registries, and runs every tool as the unprivileged test
 user).  A tool that cannot run here is a FAILED line and a non-zero exit
@@ -44,7 +51,7 @@ VENV = Path(os.environ.get("CAPSA_VENV", "/opt/capsa/venv"))
 IMAGE = "bench/debian:latest"
 PACKAGES = ("python3", "gcc", "perl")
 LAYOUT = ocibuild.CACHE / "bench-layout-v3"
-TOOLS = ("capsa", "apptainer", "charliecloud", "podman")
+TOOLS = ("capsa", "capsa-zlib", "apptainer", "charliecloud", "podman")
 
 
 @dataclass
@@ -117,12 +124,22 @@ def fresh_dir(setup: Setup, name: str) -> Path:
     return path
 
 
-def run_capsa(setup: Setup, d: Path) -> Sample:
+def run_capsa(setup: Setup, d: Path, *, without_isal: bool = False) -> Sample:
     ref = f"docker://{setup.plain.host}/{IMAGE}"
-    env = {"APPTAINER_CACHEDIR": str(d / "cache"), "PYTHONPATH": str(REPO / "src"),
+    path = [str(REPO / "src")]
+    if without_isal:  # a package named isal whose import fails: capsa falls back to zlib
+        hidden = d / "no-isal"
+        (hidden / "isal").mkdir(parents=True)
+        (hidden / "isal" / "__init__.py").write_text("raise ImportError('hidden')\n")
+        path.insert(0, str(hidden))
+    env = {"APPTAINER_CACHEDIR": str(d / "cache"), "PYTHONPATH": ":".join(path),
            "PYTHONDONTWRITEBYTECODE": "1", "APPTAINER_TMPDIR": str(d)}
     return timed(setup.user, [str(VENV / "bin" / "python"), "-m", "capsa", "pull",
                               "--no-https", str(d / "out.sif"), ref], env, d)
+
+
+def run_capsa_zlib(setup: Setup, d: Path) -> Sample:
+    return run_capsa(setup, d, without_isal=True)
 
 
 def run_apptainer(setup: Setup, d: Path) -> Sample:
@@ -163,14 +180,15 @@ def run_podman(setup: Setup, d: Path) -> Sample:
 
 
 RUNNERS: dict[str, Callable[[Setup, Path], Sample]] = {
-    "capsa": run_capsa, "apptainer": run_apptainer, "charliecloud": run_charliecloud,
-    "podman": run_podman,
+    "capsa": run_capsa, "capsa-zlib": run_capsa_zlib, "apptainer": run_apptainer,
+    "charliecloud": run_charliecloud, "podman": run_podman,
 }
 
 
 def probe(setup: Setup, tool: str) -> str | None:
     """Why *tool* cannot be measured here, or None."""
-    needs = {"capsa": ["tar2sqfs"], "apptainer": ["skopeo", "umoci", "mksquashfs"],
+    needs = {"capsa": ["tar2sqfs"], "capsa-zlib": ["tar2sqfs"],
+             "apptainer": ["skopeo", "umoci", "mksquashfs"],
              "charliecloud": ["ch-image", "ch-convert"], "podman": ["podman"]}[tool]
     missing = [p for p in needs if shutil.which(p) is None]
     if missing:
@@ -245,7 +263,63 @@ def measure(setup: Setup, tools: list[str], runs: int, warm_up: bool, layout: Pa
             except RuntimeError as err:
                 fail(f"{tool}: {err}")
     report(samples)
+    if "capsa" in samples:
+        floor(setup, layout, runs, statistics.median(s.wall for s in samples["capsa"]))
     return 0
+
+
+def floor(setup: Setup, layout: Path, runs: int, capsa_wall: float) -> None:
+    """The slowest unavoidable stage of a pull, each stage timed alone."""
+    stages: dict[str, list[float]] = {"download": [], "inflate (ISA-L)": [],
+                                      "inflate (zlib)": [], "compress": []}
+    blobs = _layer_blobs(layout)
+    rootfs = setup.work / "rootfs.tar"
+    rootfs.write_bytes(ocibuild.split_tar(ocibuild.debian_rootfs_tar(PACKAGES), 1)[0])
+    for _ in range(runs):
+        d = fresh_dir(setup, "floor")
+        stages["download"].append(timed(setup.user, [
+            "skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+            f"docker://{setup.plain.host}/{IMAGE}", f"dir:{d}/blobs"], {"TMPDIR": str(d)},
+            d).wall)
+        stages["inflate (ISA-L)"].append(_inflate(blobs, "isal"))
+        stages["inflate (zlib)"].append(_inflate(blobs, "zlib"))
+        out = d / "fs.sqfs"
+        with rootfs.open("rb") as src:
+            start = time.monotonic()
+            subprocess.run(["tar2sqfs", "-q", "-f", "-c", "zstd", "-X", "level=3", "-j",
+                            str(os.cpu_count() or 1), str(out)], stdin=src, check=True)
+            stages["compress"].append(time.monotonic() - start)
+        shutil.rmtree(d, ignore_errors=True)
+    rootfs.unlink()
+    medians = {name: statistics.median(walls) for name, walls in stages.items()}
+    print(f"\n  floor: each stage alone, median of {runs}")
+    for name, wall in medians.items():
+        print(f"  {name:<16} {wall:>6.2f} s")
+    limit = max(medians["download"], medians["inflate (ISA-L)"], medians["compress"])
+    ratio = capsa_wall / limit
+    print(f"  floor (slowest of download, ISA-L inflate, compress): {limit:.2f} s; "
+          f"capsa/floor = {ratio:.2f} (goal <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})")
+
+
+def _layer_blobs(layout: Path) -> list[Path]:
+    """The layout's gzip layer blobs (the manifest and config are JSON)."""
+    return [blob for blob in sorted((layout / "blobs" / "sha256").iterdir())
+            if blob.read_bytes()[:2] == b"\x1f\x8b"]
+
+
+def _inflate(blobs: list[Path], how: str) -> float:
+    """Seconds to inflate every blob, one after the other, on one core."""
+    import gzip
+
+    from isal import igzip
+
+    opener = igzip.open if how == "isal" else gzip.open
+    start = time.monotonic()
+    for blob in blobs:
+        with opener(blob, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    return time.monotonic() - start
 
 
 COMPRESSORS = (("zstd", "1"), ("zstd", "3"), ("zstd", "9"), ("gzip", "1"), ("gzip", "9"),
