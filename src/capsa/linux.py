@@ -80,6 +80,30 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(fd, nstype), "setns")
 
 
+_NAMESPACE_FILES = {CLONE_NEWUSER: "user", CLONE_NEWIPC: "ipc", CLONE_NEWUTS: "uts",
+                    CLONE_NEWNET: "net", CLONE_NEWPID: "pid", CLONE_NEWNS: "mnt"}
+
+
+def foreign_namespaces(pid: int, kinds: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(descriptor, kind) of each namespace of *pid* among *kinds*, in that
+    order, that is not this process's own already (``setns`` into one's own
+    namespace fails for the user namespace).  On ``OSError`` whatever was
+    opened is closed again before it propagates."""
+    fds: list[tuple[int, int]] = []
+    try:
+        for kind in kinds:
+            name = _NAMESPACE_FILES[kind]
+            theirs = f"/proc/{pid}/ns/{name}"
+            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue
+            fds.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), kind))
+    except OSError:
+        for fd, _kind in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
 _NS_GET_OWNER_UID = 0xB704  # _IO(0xb7, 0x4), linux/nsfs.h
 
 

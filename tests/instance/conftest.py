@@ -8,8 +8,7 @@ import glob
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,16 +52,6 @@ def images() -> Iterator[dict[str, Path]]:
     paths["start_sif"] = make_sif(make_squashfs(root, base / "start.sqfs"), base / "start.sif")
     yield paths
     shutil.rmtree(base, ignore_errors=True)
-
-
-def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll *predicate* every 20 ms for up to *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _processes() -> list[tuple[str, str]]:

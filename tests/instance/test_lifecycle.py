@@ -11,10 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.instance.conftest import Instances, footprint, until
+from tests.instance.conftest import Instances, footprint
 
 from support.cli import Capsa
 from support.site import wants_site
+from support.waiting import until
 
 pytestmark = pytest.mark.needs_userns
 

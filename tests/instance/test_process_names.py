@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.instance.conftest import Instances, until
+from tests.instance.conftest import Instances
+
+from support.waiting import until
 
 pytestmark = pytest.mark.needs_userns
 

@@ -9,7 +9,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from tests.instance.conftest import Instances, footprint, until
+from tests.instance.conftest import Instances, footprint
+
+from support.waiting import until
 
 pytestmark = pytest.mark.needs_userns
 

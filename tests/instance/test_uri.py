@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.instance.conftest import Instances, until
+from tests.instance.conftest import Instances
 
 from support import ocibuild
 from support.env import SCRATCH
 from support.registry import Registry, plain_registry  # noqa: F401  (fixture)
+from support.waiting import until
 
 pytestmark = pytest.mark.needs_userns
 

@@ -8,27 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from support.cli import Capsa
 from support.images import build_all
+from support.keys import write_keypair
 
 pytestmark = pytest.mark.needs_userns
-
-
-def _write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = directory / f"{name}-private.pem"
-    public = directory / f"{name}-public.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    for path in (private, public):
-        path.chmod(0o644)
-    return private, public
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +27,8 @@ def signed_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     work = base / "work"
     work.mkdir(exist_ok=True)
     os.chmod(work, 0o755)
-    private, public = _write_keypair(work, "trusted")
-    _, other_public = _write_keypair(work, "other")
+    private, public = write_keypair(work, "trusted")
+    _, other_public = write_keypair(work, "other")
     unsigned = work / "unsigned.sif"
     signed = work / "signed.sif"
     shutil.copy(images["sif"], unsigned)

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from support import mounting
 from support.env import SCRATCH, is_root
 from support.images import make_rootfs, make_sif, make_squashfs
+from support.keys import write_keypair
 from support.registry import hostile_registry, plain_registry  # noqa: F401  (fixtures)
 from support.users import User, ensure_hostile_user
 from trust import figures
@@ -49,20 +48,6 @@ def scratch_dir(prefix: str, mode: int = 0o755) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
     os.chmod(path, mode)
     return path
-
-
-def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = directory / f"{name}-private.pem"
-    public = directory / f"{name}-public.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    for path in (private, public):
-        path.chmod(0o644)
-    return private, public
 
 
 def marked_sif(work: Path, marker: str) -> Path:

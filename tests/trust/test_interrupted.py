@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tests.runtime.conftest import spawn
 from support import ocibuild
 from support.cli import Capsa
 from support.registry import Registry
+from support.waiting import until
 from trust import figures
 from trust.conftest import marked_sif
 
@@ -44,15 +44,6 @@ def big_image(plain_registry: Registry) -> str:
     plain_registry.push_raw("trust/big", image.manifest,
                             [image.config, *(layer.blob for layer in image.layers)])
     return plain_registry.ref(BIG)
-
-
-def _until(predicate: Callable[[], bool], timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def _scratch(tmp: Path, cache: Path) -> list[str]:
@@ -100,7 +91,7 @@ def test_a_stopped_pull_removes_its_scratch(any_capsa: Capsa, big_image: str, sc
     tmp, cache, env = _dirs(any_capsa, scratch)
     pull = spawn(any_capsa, "pull", "--no-https", str(scratch / "big.sif"), big_image,
                  env=env, cwd=str(scratch))
-    assert _until(lambda: _converting(tmp) or pull.poll() is not None), "never converted"
+    assert until(lambda: _converting(tmp) or pull.poll() is not None, timeout=60), "never converted"
     pull.send_signal(signum)
     _, err = pull.communicate(timeout=120)
     left = _scratch(tmp, cache)
@@ -118,7 +109,7 @@ def test_what_a_killed_pull_leaves_goes_next_time(any_capsa: Capsa, big_image: s
                     ["pull", "--force", "--no-https", "again.sif", big_image]):
         pull = spawn(any_capsa, "pull", "--no-https", str(scratch / "big.sif"), big_image,
                      env=env, cwd=str(scratch))
-        assert _until(lambda: _converting(tmp)), "never converted"
+        assert until(lambda: _converting(tmp), timeout=60), "never converted"
         pull.kill()
         pull.communicate(timeout=60)
         assert any(n.startswith("capsa-pull-") for n in _scratch(tmp, cache))
@@ -141,7 +132,7 @@ def test_a_stopped_build_removes_its_scratch(any_capsa: Capsa, scratch: Path) ->
     definition.write_text(f"Bootstrap: localimage\nFrom: {base}\n\n%post\n    exec sleep 300\n")
     build = spawn(any_capsa, "build", str(scratch / "slow.sif"), str(definition), env=env,
                   cwd=str(scratch))
-    assert _until(lambda: any(tmp.glob("capsa-session-*"))), "%post never started"
+    assert until(lambda: any(tmp.glob("capsa-session-*")), timeout=60), "%post never started"
     build.send_signal(signal.SIGTERM)
     _, err = build.communicate(timeout=120)
     left = _scratch(tmp, cache)
@@ -159,7 +150,7 @@ def test_what_a_killed_exec_leaves_goes_next_time(any_capsa: Capsa, scratch: Pat
     running = spawn(any_capsa, "exec", *flags, str(image), "sleep", "300", env=env,
                     cwd=str(scratch))
     started = "capsa-sandbox-*/root" if extract else "capsa-session-*"
-    assert _until(lambda: any(tmp.glob(started))), "never started"
+    assert until(lambda: any(tmp.glob(started)), timeout=60), "never started"
     time.sleep(0.5)
     running.kill()
     running.communicate(timeout=60)  # its container died with it: nothing holds our pipes

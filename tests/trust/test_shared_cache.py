@@ -30,6 +30,7 @@ from support.images import make_rootfs, make_squashfs
 from support.registry import Registry
 from support.site import site_env
 from support.users import User, ensure_test_user
+from support.waiting import until
 from trust import figures
 from trust.conftest import scratch_dir
 
@@ -216,7 +217,7 @@ def plant_held_lock(share: Share, evil: User) -> None:
     lock = share.lock(share.good)
     subprocess.Popen(evil.wrap(["flock", "-x", str(lock), "sleep", "90"]),
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert _until(lambda: lock.exists())
+    assert until(lambda: lock.exists())
 
 
 def plant_layout(share: Share, evil: User) -> None:
@@ -238,17 +239,6 @@ def plant_stale_trusted_entry(share: Share, evil: User) -> None:
     found = open_cached_image(share.other.ref, options)
     os.close(found.fd)
     shutil.copy(found.path, share.entry(share.good))
-
-
-def _until(predicate: Callable[[], bool], timeout: float = 10) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 ATTACKS: dict[str, tuple[Plant, dict[str, bool]]] = {

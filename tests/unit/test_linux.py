@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 import pytest
 
@@ -41,3 +42,41 @@ def test_mount_in_a_private_namespace() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_foreign_namespaces_of_ourselves_is_nothing() -> None:
+    assert linux.foreign_namespaces(os.getpid(), (linux.CLONE_NEWUSER, linux.CLONE_NEWNS)) == []
+
+
+def test_foreign_namespaces_of_a_gone_process_raises() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with pytest.raises(FileNotFoundError):
+        linux.foreign_namespaces(pid, (linux.CLONE_NEWUSER,))
+
+
+@pytest.mark.needs_root
+def test_foreign_namespaces_opens_only_the_other_ones() -> None:
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            linux.unshare(linux.CLONE_NEWUTS)
+            os.write(ready_w, b"x")
+            time.sleep(30)  # killed by the test
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        found = linux.foreign_namespaces(pid, (linux.CLONE_NEWUSER, linux.CLONE_NEWUTS,
+                                               linux.CLONE_NEWNS))
+        assert [kind for _fd, kind in found] == [linux.CLONE_NEWUTS]
+        for fd, _kind in found:
+            os.close(fd)
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from capsa import report
-from capsa.builder.metadata import with_shebang
+from capsa.builder.metadata import with_shebang, write_file
 from capsa.builder.sandbox import confined
 from capsa.builder.scripts import ContainerOptions, run_post
 from capsa.deffile.model import App, FileCopy
@@ -41,7 +41,7 @@ def lay_out(app: App, rootfs: Path, copy_files: CopyFiles) -> None:
     for sub in ("input", "output"):
         confined(rootfs, f"/scif/data/{app.name}/{sub}").mkdir(parents=True, exist_ok=True)
     base = "".join(f"export {k}={v!s}\n" for k, v in app_env(app.name).items())
-    _write(root / "scif/env/01-base.sh", "#!/bin/sh\n" + base, 0o755)
+    write_file(root / "scif/env/01-base.sh", "#!/bin/sh\n" + base, 0o755)
     copies = parse_files(app.script("appfiles").body)
     if copies:
         log.info("Copying files for app %s", app.name)
@@ -65,14 +65,14 @@ def write_metadata(app: App, rootfs: Path) -> None:
     for section, name, mode in _SCRIPTS:
         script = app.script(section)
         if script.body.strip():
-            _write(meta / name, with_shebang(script), mode)
+            write_file(meta / name, with_shebang(script), mode)
     if app.script("apphelp").body.strip():
-        _write(meta / "runscript.help", app.script("apphelp").body.strip("\n") + "\n", 0o644)
+        write_file(meta / "runscript.help", app.script("apphelp").body.strip("\n") + "\n", 0o644)
     if app.script("appenv").body.strip():
-        _write(meta / "env/90-environment.sh",
+        write_file(meta / "env/90-environment.sh",
                "#!/bin/sh\n" + app.script("appenv").body.rstrip("\n") + "\n", 0o755)
     labels = dict(parse_labels(app.script("applabels").body))
-    _write(meta / "labels.json", labels_json(labels), 0o644)
+    write_file(meta / "labels.json", labels_json(labels), 0o644)
 
 
 def _check_confined(app: App, rootfs: Path) -> None:
@@ -85,11 +85,3 @@ def _check_confined(app: App, rootfs: Path) -> None:
         confined(rootfs, f"/scif/apps/{app.name}/{inner}")
     for inner in ("input/x", "output/x"):
         confined(rootfs, f"/scif/data/{app.name}/{inner}")
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():
-        path.unlink()
-    path.write_text(text)
-    path.chmod(mode)

@@ -52,7 +52,7 @@ def write_metadata(stage: Stage, rootfs: Path, base: Base, definition: Definitio
         confined(rootfs, inner)  # a hostile base cannot point these outside
     if wants("help") and stage.script("help").body.strip():
         log.info("Adding help info")
-        _write(meta / "runscript.help", _dedent_trailing(stage.script("help").body), 0o644)
+        write_file(meta / "runscript.help", _dedent_trailing(stage.script("help").body), 0o644)
     if wants("labels"):
         _write_labels(stage, rootfs, base, arch, epoch)
     if wants("environment") and stage.script("environment").body.strip():
@@ -64,7 +64,7 @@ def write_metadata(stage: Stage, rootfs: Path, base: Base, definition: Definitio
         script = stage.script(name)
         if wants(name) and script.body.strip():
             log.info(message)
-            _write(meta / file_name, with_shebang(script), 0o755)
+            write_file(meta / file_name, with_shebang(script), 0o755)
     _store_definition(meta, stage.raw or definition.raw)
 
 
@@ -88,7 +88,9 @@ def _regular(path: Path) -> bool:
     return path.is_file() and not path.is_symlink()
 
 
-def _write(path: Path, text: str, mode: int) -> None:
+def write_file(path: Path, text: str, mode: int) -> None:
+    """*text* into the image at *path* with *mode*; a symlink there is
+    replaced, never followed (the image's links point anywhere)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink():
         path.unlink()
@@ -98,7 +100,7 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 def _append_environment(path: Path, body: str) -> None:
     existing = path.read_text() if _regular(path) else ENVIRONMENT_ENV
-    _write(path, existing + body.rstrip("\n") + "\n", 0o755)
+    write_file(path, existing + body.rstrip("\n") + "\n", 0o755)
 
 
 def _write_labels(stage: Stage, rootfs: Path, base: Base, arch: str,
@@ -129,7 +131,7 @@ def _write_labels(stage: Stage, rootfs: Path, base: Base, arch: str,
     if _regular(post_labels):
         labels.update(dict(parse_labels(post_labels.read_text(errors="replace"))))
         post_labels.unlink()
-    _write(path, labels_json(labels), 0o644)
+    write_file(path, labels_json(labels), 0o644)
 
 
 def _store_definition(meta: Path, text: str) -> None:
@@ -139,4 +141,4 @@ def _store_definition(meta: Path, text: str) -> None:
         history.mkdir(exist_ok=True)
         index = len(os.listdir(history))
         os.replace(current, history / f"Singularity{index}")
-    _write(current, text, 0o644)
+    write_file(current, text, 0o644)

@@ -55,9 +55,8 @@ STARTSCRIPT = "/.singularity.d/startscript"
 # Signals that end an instance whose init has no command left to forward them to.
 _STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # Joined in this order: the user namespace first, for the rights to join the others.
-_NAMESPACES = (("user", linux.CLONE_NEWUSER), ("ipc", linux.CLONE_NEWIPC),
-               ("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET),
-               ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS))
+_NAMESPACES = (linux.CLONE_NEWUSER, linux.CLONE_NEWIPC, linux.CLONE_NEWUTS,
+               linux.CLONE_NEWNET, linux.CLONE_NEWPID, linux.CLONE_NEWNS)
 _MAX_REASON = 64 << 10
 
 
@@ -320,19 +319,11 @@ def join_instance(spec: ContainerSpec, instance: Instance) -> int:
 
 def _namespace_fds(pid: int) -> list[tuple[int, int]]:
     """Open fds of the namespaces of *pid* that are not already ours."""
-    fds: list[tuple[int, int]] = []
     try:
-        for name, kind in _NAMESPACES:
-            theirs = f"/proc/{pid}/ns/{name}"
-            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
-                continue
-            fds.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), kind))
+        return linux.foreign_namespaces(pid, _NAMESPACES)
     except OSError as err:
-        for fd, _kind in fds:
-            os.close(fd)
         raise ContainerError(f"could not open the namespaces of instance process {pid}: "
                              f"{err.strerror}") from err
-    return fds
 
 
 def _join_plan(spec: ContainerSpec) -> Plan:

@@ -62,9 +62,8 @@ _RETRY_PAUSE = 0.01
 _MAX_ATTEMPTS = 6000  # about a minute of another rank tearing down or setting up
 _MAX_MEETING = 1 << 16
 # Joined in this order: the user namespace first, for the rights to join the others.
-_NAMESPACES = (("user", linux.CLONE_NEWUSER), ("ipc", linux.CLONE_NEWIPC),
-               ("uts", linux.CLONE_NEWUTS), ("net", linux.CLONE_NEWNET),
-               ("mnt", linux.CLONE_NEWNS))
+_NAMESPACES = (linux.CLONE_NEWUSER, linux.CLONE_NEWIPC, linux.CLONE_NEWUTS,
+               linux.CLONE_NEWNET, linux.CLONE_NEWNS)
 
 
 def job_key(environ: Mapping[str, str], explicit: str | None = None) -> str | None:
@@ -356,19 +355,11 @@ def _process_identity(pid: int) -> tuple[int, int] | None:
 
 
 def _namespace_fds(pid: int) -> tuple[tuple[int, int], ...] | None:
-    """Open the namespaces of *pid* that are not ours already."""
-    fds: list[tuple[int, int]] = []
+    """Open the namespaces of *pid* that are not ours already; None if it is gone."""
     try:
-        for name, kind in _NAMESPACES:
-            theirs = f"/proc/{pid}/ns/{name}"
-            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
-                continue
-            fds.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), kind))
+        return tuple(linux.foreign_namespaces(pid, _NAMESPACES))
     except OSError:
-        for fd, _kind in fds:
-            os.close(fd)
         return None
-    return tuple(fds)
 
 
 def _created_by_us(namespaces: tuple[tuple[int, int], ...]) -> bool:
