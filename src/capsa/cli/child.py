@@ -15,13 +15,21 @@ from capsa.errors import CapsaError
 def main(argv: list[str]) -> int:
     fd, level = int(argv[0]), int(argv[1])
     log.setup(level, colour=True)
+    from capsa.cli.signals import cleanup_on_termination
     from capsa.runtime.child import read_payload
 
     try:
-        return _run(read_payload(fd))
+        # The parent stops us with SIGTERM when it is stopped itself (a
+        # build's %post under scancel), maybe while the session is being set
+        # up: end as Ctrl-C would, so that its directory and mounts go too.
+        with cleanup_on_termination():
+            return _run(read_payload(fd))
     except CapsaError as err:
         log.fatal_line(str(err))
         return err.exit_code
+    except KeyboardInterrupt as err:
+        code = getattr(err, "exit_code", 130)
+        return code if isinstance(code, int) else 130
 
 
 def _run(payload: object) -> int:
