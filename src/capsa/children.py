@@ -150,7 +150,7 @@ def spawn(argv: Sequence[str], *, keep_fds: Sequence[int] = (), stdio: bool = Fa
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            prepare_exec()
             if die_with_parent:
                 linux.set_parent_death_signal(signal.SIGKILL)
             for fd in keep_fds:
@@ -175,6 +175,17 @@ def block_forwarded() -> None:
 
 def unblock_all() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def prepare_exec() -> None:
+    """In a child about to exec another program: the forwarded signals back
+    to their default action (a handler of the parent's, such as the CLI's
+    cleanup on SIGTERM, must not run in the child between here and the exec;
+    an ignored signal stays ignored, as exec keeps it), then unblocked."""
+    for signum in FORWARDED:
+        if callable(signal.getsignal(signum)):
+            signal.signal(signum, signal.SIG_DFL)
+    unblock_all()
 
 
 def monitor(child: Child) -> int:

@@ -5,8 +5,9 @@ squashfs): by SIGTERM and SIGHUP (what Slurm sends on ``scancel``, at a time
 limit, when a terminal goes), by SIGINT, and by SIGKILL.  The first three
 must leave nothing at all; what SIGKILL leaves must be recognised (ours, old
 enough, nobody holding its lock) and removed by the next run or by ``cache
-clean``.  Likewise a build stopped in ``%post`` and an ``exec`` killed outright
-(its session directory, its extracted sandbox).
+clean``.  Likewise a build stopped in ``%post``, an ``exec`` stopped as it
+starts, and an ``exec`` killed outright (its session directory, its extracted
+sandbox).
 """
 
 from __future__ import annotations
@@ -139,6 +140,23 @@ def test_a_stopped_build_removes_its_scratch(any_capsa: Capsa, scratch: Path) ->
     figures.add("interrupted", 1, len(left))
     assert build.returncode == 128 + signal.SIGTERM, err
     assert left == [] and not (scratch / "slow.sif").exists(), (left, err)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_an_exec_stopped_as_it_starts_removes_its_session(any_capsa: Capsa, scratch: Path,
+                                                          signum: int) -> None:
+    """Stopped the moment its session directory appears, while it still sets
+    the container up (or just after: then the container gets the signal)."""
+    tmp, cache, env = _dirs(any_capsa, scratch)
+    image = marked_sif(_private(scratch / "image"), "stopped")
+    running = spawn(any_capsa, "exec", str(image), "sleep", "300", env=env, cwd=str(scratch))
+    assert until(lambda: any(tmp.glob("capsa-session-*")), timeout=60), "never started"
+    running.send_signal(signum)
+    _, err = running.communicate(timeout=60)
+    left = _scratch(tmp, cache)
+    figures.add("interrupted", 1, len(left))
+    assert running.returncode in (128 + signum, -signum), err
+    assert left == [], (left, err)
 
 
 @pytest.mark.parametrize("extract", [False, True], ids=["mounted", "extracted"])

@@ -271,7 +271,7 @@ def spawn_command(spec: ContainerSpec, plan: Plan) -> children.Child:
 
 
 def _exec(spec: ContainerSpec, plan: Plan) -> None:
-    children.unblock_all()
+    children.prepare_exec()
     forced = dict(spec.environment.forced)
     evaluate = forced.get("APPTAINER_NO_EVAL") != "1"
     if plan.has_shell:

@@ -136,16 +136,20 @@ def run(args: argparse.Namespace) -> int:
             _clear_limits(args)
 
         return run_in_instance(args)
-    if _is_uri(args.image):
-        from capsa.cli.signals import cleanup_on_termination
+    from capsa.cli.signals import cleanup_on_termination
 
+    if _is_uri(args.image):
         with cleanup_on_termination():
             pull_uri(args)
     spec = build_spec(args)
     enforce_signing_policy(args, spec)
     from capsa.runtime.launcher import launch
 
-    status = launch(spec)
+    # SIGTERM or SIGHUP while the session is set up (scancel right after the
+    # start) end it as Ctrl-C does, so its directory and mounts go with it;
+    # once the container runs, the launcher forwards them to it instead.
+    with cleanup_on_termination():
+        status = launch(spec)
     # Everything is cleaned up and flushed: skip the interpreter's teardown
     # (module and object finalisation costs ~10 ms, a third of a start).
     sys.stdout.flush()
