@@ -304,7 +304,12 @@ def floor(setup: Setup, layout: Path, runs: int, capsa_wall: float) -> None:
 def _layer_blobs(layout: Path) -> list[Path]:
     """The layout's gzip layer blobs (the manifest and config are JSON)."""
     return [blob for blob in sorted((layout / "blobs" / "sha256").iterdir())
-            if blob.read_bytes()[:2] == b"\x1f\x8b"]
+            if _head(blob) == b"\x1f\x8b"]
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(2)
 
 
 def _inflate(blobs: list[Path], how: str) -> float:

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 else:
     from collections import namedtuple
 
-    _NOT_COPIED = frozenset(("__annotations__", "__module__", "__qualname__", "__dict__",
-                             "__weakref__"))
+    _NOT_COPIED = frozenset(("__annotations__", "__module__", "__qualname__"))
 
     class _RecordType(type):
         def __new__(mcs, name: str, bases: tuple[type, ...],

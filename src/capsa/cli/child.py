@@ -15,7 +15,7 @@ from capsa.errors import CapsaError
 def main(argv: list[str]) -> int:
     fd, level = int(argv[0]), int(argv[1])
     log.setup(level, colour=True)
-    from capsa.cli.signals import cleanup_on_termination
+    from capsa.cli.signals import cleanup_on_termination, interrupted_status
     from capsa.runtime.child import read_payload
 
     try:
@@ -28,8 +28,7 @@ def main(argv: list[str]) -> int:
         log.fatal_line(str(err))
         return err.exit_code
     except KeyboardInterrupt as err:
-        code = getattr(err, "exit_code", 130)
-        return code if isinstance(code, int) else 130
+        return interrupted_status(err)
 
 
 def _run(payload: object) -> int:

@@ -298,8 +298,9 @@ def main(argv: Sequence[str] | None = None, site: SiteSettings = DEFAULT_SETTING
         log.fatal_line(str(err))
         return err.exit_code
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP (cli.signals)
-        code = getattr(err, "exit_code", 130)
-        return code if isinstance(code, int) else 130
+        from capsa.cli.signals import interrupted_status
+
+        return interrupted_status(err)
     except BrokenPipeError:
         return 141
     except SystemExit as done:  # argparse exits 2 on bad flags; keep that

@@ -33,6 +33,12 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum
 
 
+def interrupted_status(err: KeyboardInterrupt) -> int:
+    """The exit status of a run that *err* ended: 128 + the signal's number
+    for SIGTERM/SIGHUP, 130 (SIGINT's) for Ctrl-C."""
+    return err.exit_code if isinstance(err, Terminated) else 130
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     del frame
     for other in (*SIGNALS, signal.SIGINT):
