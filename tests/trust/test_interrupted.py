@@ -142,14 +142,18 @@ def test_a_stopped_build_removes_its_scratch(any_capsa: Capsa, scratch: Path) ->
     assert left == [] and not (scratch / "slow.sif").exists(), (left, err)
 
 
+@pytest.mark.parametrize("extract", [False, True], ids=["mounted", "extracted"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_an_exec_stopped_as_it_starts_removes_its_session(any_capsa: Capsa, scratch: Path,
-                                                          signum: int) -> None:
+                                                          signum: int, extract: bool) -> None:
     """Stopped the moment its session directory appears, while it still sets
-    the container up (or just after: then the container gets the signal)."""
+    the container up (or just after: then the container gets the signal);
+    through FUSE and without it (the image extracted to a sandbox)."""
     tmp, cache, env = _dirs(any_capsa, scratch)
     image = marked_sif(_private(scratch / "image"), "stopped")
-    running = spawn(any_capsa, "exec", str(image), "sleep", "300", env=env, cwd=str(scratch))
+    flags = ["--unsquash"] if extract else []
+    running = spawn(any_capsa, "exec", *flags, str(image), "sleep", "300", env=env,
+                    cwd=str(scratch))
     assert until(lambda: any(tmp.glob("capsa-session-*")), timeout=60), "never started"
     running.send_signal(signum)
     _, err = running.communicate(timeout=60)
